@@ -1,0 +1,104 @@
+"""Layer factories for the AlexNet builder.
+
+Every ablation axis is a factory the builder calls, in the manner of timm's ``norm_layer`` and
+``act_layer`` arguments: a normalisation factory is called as ``norm(channels, groups)``, a pooling
+factory as ``pool()``, an activation factory as ``act()``. Hydra builds them from the config groups
+with ``_partial_: true``; from Python, pass a name from the maps below or any callable.
+"""
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NormFactory = Callable[[int, int], nn.Module]
+PoolFactory = Callable[[], nn.Module]
+ActFactory = Callable[[], nn.Module]
+
+
+class LocalResponseNorm(nn.Module):
+    """Local response normalisation across channels (§3.3), constants in the paper's terms.
+
+    ``b_c = a_c / (k + alpha * S_c) ** beta`` where ``S_c`` sums ``a_j ** 2`` over the ``size``
+    channels centred on ``c``.
+
+    The paper prints ``S_c`` as a plain sum (``alpha_over_n=False``, the default here). Alex's
+    cuda-convnet2 code, Caffe and ``torch.nn.LocalResponseNorm`` all divide ``alpha`` by ``size``
+    (``alpha_over_n=True``), so the same "alpha = 1e-4" means a five times weaker normalisation
+    there.
+
+    With ``groups > 1`` the window stays inside each group of channels, as it did on each of the
+    paper's two GPUs: a channel of one column is never normalised by the other column.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        groups: int = 1,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        alpha_over_n: bool = False,
+    ) -> None:
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"LRN size must be odd and positive (a centred window); got {size}")
+        if num_channels % groups:
+            raise ValueError(f"LRN channels ({num_channels}) must divide into {groups} groups")
+        self.num_channels, self.groups = num_channels, groups
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.alpha_over_n = alpha_over_n
+
+    @property
+    def torch_alpha(self) -> float:
+        """``alpha`` in ``torch.nn.LocalResponseNorm``'s convention, which divides it by ``size``."""
+        return self.alpha if self.alpha_over_n else self.alpha * self.size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1:
+            return F.local_response_norm(x, self.size, self.torch_alpha, self.beta, self.k)
+        n, c, h, w = x.shape
+        grouped = x.reshape(n * self.groups, c // self.groups, h, w)
+        out = F.local_response_norm(grouped, self.size, self.torch_alpha, self.beta, self.k)
+        return out.reshape(n, c, h, w)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_channels}, groups={self.groups}, size={self.size}, alpha={self.alpha}, "
+            f"beta={self.beta}, k={self.k}, alpha_over_n={self.alpha_over_n}"
+        )
+
+
+def batch_norm(num_channels: int, groups: int = 1) -> nn.Module:
+    """BatchNorm2d at LRN's site; per channel, so the column structure needs nothing special.
+
+    Under DDP the trainer's ``sync_batchnorm`` turns it into ``SyncBatchNorm``.
+    """
+    return nn.BatchNorm2d(num_channels)
+
+
+NORM_LAYERS: dict[str, NormFactory | None] = {
+    "lrn": LocalResponseNorm,
+    "batchnorm": batch_norm,
+    "none": None,
+}
+POOL_LAYERS: dict[str, PoolFactory] = {
+    "overlap": partial(nn.MaxPool2d, kernel_size=3, stride=2),  # §3.4: z = 3, s = 2
+    "nonoverlap": partial(nn.MaxPool2d, kernel_size=2, stride=2),  # the traditional s = z
+}
+ACT_LAYERS: dict[str, ActFactory] = {
+    "relu": partial(nn.ReLU, inplace=True),
+    "tanh": nn.Tanh,
+}
+
+
+def resolve(kind: str, value, table: dict):
+    """A factory from a name in ``table``, or ``value`` itself when it is already a callable."""
+    if value is None or callable(value):
+        return value
+    if value not in table:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {sorted(table)}")
+    return table[value]
