@@ -1,0 +1,148 @@
+"""What every classification data module here shares: uint8 image tensors, a fixed stratified
+split, per-sample augmentation, and a global batch size divided across devices."""
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+
+class DataError(RuntimeError):
+    """A dataset that is missing, incomplete or inconsistent with the config."""
+
+
+def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
+    """The batch each process loads so that all of them together make ``global_batch_size``."""
+    if global_batch_size < 1 or global_batch_size % world_size:
+        raise ValueError(
+            f"data.batch_size={global_batch_size} is the global batch and must divide evenly across "
+            f"{world_size} processes (devices × nodes); set data.batch_size to a multiple of {world_size}"
+        )
+    return global_batch_size // world_size
+
+
+def stratified_split(labels: torch.Tensor, fraction: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out) with ``fraction`` of each class held out; fixed by ``seed``.
+
+    An integer ``fraction`` is a count of held-out samples, as in scikit-learn.
+    """
+    index = torch.arange(len(labels))
+    kept, held = train_test_split(index.numpy(), test_size=fraction, stratify=labels.numpy(), random_state=seed)
+    return torch.as_tensor(kept), torch.as_tensor(held)
+
+
+class ImageTensorDataset(Dataset):
+    """Images held as one ``uint8`` tensor ``N × C × H × W``; ``transform`` runs per sample."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ValueError("images must be uint8 N×C×H×W with one label per image")
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Base for data held in memory as uint8 tensors (digits, CIFAR).
+
+    Subclasses implement ``load() -> (train_images, train_labels, test_images, test_labels)`` and
+    set ``class_names``; this class carves the validation split out of train, builds the
+    transforms and the loaders.
+
+    Args:
+        num_classes: must match the data; the model's fc8 is sized from it.
+        image_size: side the model expects; images of another size are resized to it.
+        batch_size: global batch (all devices together).
+        val_size: held out of train, a fraction or a count, stratified by class.
+        split_seed: fixes the split, independently of the run's seed.
+        crop_padding: train augmentation: pad by this many pixels, then crop back at random.
+        flip: train augmentation: random horizontal flips.
+        mean, std: per-channel normalisation in [0, 1] units; None computes them on train.
+    """
+
+    class_names: list[str]
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_size: float | int = 0.1,
+        split_seed: int = 0,
+        crop_padding: int = 4,
+        flip: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self.batch_size_per_device = batch_size
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer.world_size)
+        if self.train_set is not None:
+            return
+        train_x, train_y, test_x, test_y = self.load()
+        if len(self.class_names) != self.hparams.num_classes:
+            raise DataError(
+                f"data.num_classes={self.hparams.num_classes} but {type(self).__name__} has "
+                f"{len(self.class_names)} classes; set data.num_classes={len(self.class_names)}"
+            )
+        kept, held = stratified_split(train_y, self.hparams.val_size, self.hparams.split_seed)
+        mean, std = self.hparams.mean, self.hparams.std
+        if mean is None or std is None:
+            pixels = train_x[kept].float().div_(255).transpose(0, 1).flatten(1)
+            mean, std = pixels.mean(1).tolist(), pixels.std(1).tolist()
+        self.mean, self.std = list(mean), list(std)
+        train_tf, eval_tf = self.transforms(native_size=train_x.shape[-1])
+        self.train_set = ImageTensorDataset(train_x[kept], train_y[kept], train_tf)
+        self.val_set = ImageTensorDataset(train_x[held], train_y[held], eval_tf)
+        self.test_set = ImageTensorDataset(test_x, test_y, eval_tf)
+
+    def transforms(self, native_size: int) -> tuple[v2.Transform, v2.Transform]:
+        """(train, eval) transforms from uint8 ``C×H×W`` to a normalised float image."""
+        size = self.hparams.image_size
+        resize = [v2.Resize(size, antialias=True)] if native_size != size else []
+        finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        augment = []
+        if self.hparams.crop_padding:
+            augment.append(v2.RandomCrop(size, padding=self.hparams.crop_padding))
+        if self.hparams.flip:
+            augment.append(v2.RandomHorizontalFlip())
+        return v2.Compose(resize + augment + finish), v2.Compose(resize + finish)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+        )

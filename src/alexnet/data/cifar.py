@@ -1,0 +1,85 @@
+"""CIFAR-10 and CIFAR-100 from their standard "python version" pickles.
+
+Files are read directly (``cifar-10-batches-py/data_batch_1`` …), so any copy in the official
+format works; when files are missing and ``download=true``, torchvision downloads and verifies
+the official archive into ``root``.
+"""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexnet.data.base import DataError, ImageClassificationDataModule
+
+# name -> (folder, train files, test files, meta file, label key, class-name key)
+LAYOUTS = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
+}
+ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+
+
+def read_batches(paths: list[Path], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for path in paths:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch[label_key])
+    return torch.from_numpy(np.concatenate(images)), torch.as_tensor(labels, dtype=torch.long)
+
+
+class CIFARDataModule(ImageClassificationDataModule):
+    """CIFAR-10/100: validation carved out of train with a fixed seed; test is the test set."""
+
+    def __init__(self, name: str = "cifar10", root: str = "data", download: bool = True, **kwargs) -> None:
+        if name not in LAYOUTS:
+            raise ValueError(f"unknown CIFAR dataset {name!r}; choose one of {sorted(LAYOUTS)}")
+        super().__init__(**kwargs)
+        self.name, self.root, self.download = name, Path(root), download
+
+    @property
+    def folder(self) -> Path:
+        return self.root / LAYOUTS[self.name][0]
+
+    def missing_files(self) -> list[Path]:
+        _, train, test, meta, _, _ = LAYOUTS[self.name]
+        return [self.folder / f for f in [*train, *test, meta] if not (self.folder / f).is_file()]
+
+    def prepare_data(self) -> None:
+        if not self.missing_files() or not self.download:
+            return
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        dataset = CIFAR10 if self.name == "cifar10" else CIFAR100
+        try:
+            dataset(str(self.root), train=True, download=True)
+        except OSError as err:  # URLError is an OSError: no network, proxy, DNS
+            raise DataError(f"could not download {self.name} into {self.root}: {err}\n{self._how_to_fix()}") from err
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        missing = self.missing_files()
+        if missing:
+            raise DataError(f"{self.name} is incomplete: missing {', '.join(map(str, missing))}\n{self._how_to_fix()}")
+        _, train, test, meta, label_key, names_key = LAYOUTS[self.name]
+        with open(self.folder / meta, "rb") as f:
+            self.class_names = list(pickle.load(f, encoding="latin1")[names_key])
+        train_x, train_y = read_batches([self.folder / f for f in train], label_key)
+        test_x, test_y = read_batches([self.folder / f for f in test], label_key)
+        return train_x, train_y, test_x, test_y
+
+    def _how_to_fix(self) -> str:
+        return (
+            f"Fix: put the extracted {ARCHIVES[self.name]} (https://www.cs.toronto.edu/~kriz/cifar.html) "
+            f"in {self.root}, so that {self.folder} exists, or point data.root at your copy; "
+            "with network access, data.download=true fetches it."
+        )
