@@ -1,0 +1,116 @@
+"""One training run: compose → validate → seed → build → fit → test the best checkpoint → results.
+
+``src/train.py`` wraps :func:`train` in ``@hydra.main``; tests call it with a composed config.
+"""
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet.config import validate
+from alexnet.data import per_device_batch_size
+from alexnet.results import read_metrics, summarise, write_results
+
+log = logging.getLogger(__name__)
+
+ABLATION_AXES = ("model", "norm", "pool", "dropout", "activation", "data")
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test one configuration; return the best validation top-1 error (for sweepers).
+
+    Whatever happens, the first process writes ``results.json`` into the run directory, with
+    status ``finished``, ``interrupted`` or ``failed`` (and the error), and closes the W&B run.
+    """
+    started = time.time()
+    run_dir = Path(cfg.paths.output_dir)
+    status, error, trainer, loggers = "running", None, None, []
+    try:
+        validate(cfg)
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule: L.LightningDataModule = instantiate(cfg.data)
+        system: L.LightningModule = instantiate(cfg.system, net=instantiate(cfg.model))
+        name, tags = describe(cfg)
+        loggers = build_loggers(cfg, name, tags)
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        per_device_batch_size(cfg.data.batch_size, trainer.world_size)  # fail now, not after loading data
+
+        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(system, datamodule=datamodule, ckpt_path=best or None)
+        status = "interrupted" if trainer.interrupted else "finished"
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        error = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        results = collect_results(cfg, trainer, run_dir, status, error, time.time() - started)
+        if rank_zero_only.rank == 0:
+            write_results(run_dir / "results.json", results)
+            log.info("results: %s", run_dir / "results.json")
+        finish_wandb(loggers, failed=status != "finished")
+    return results["val"]["best"]["err1"] if results["val"]["best"] else None
+
+
+def describe(cfg: DictConfig) -> tuple[str, list[str]]:
+    """A run name and tags from the ablation choices, e.g. ``cifar-lrn-overlap-paper-relu-digits-c2-s0``."""
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    axes = {axis: choices.get(axis, "?") for axis in ABLATION_AXES}
+    name = "-".join(axes.values()) + f"-c{cfg.model.columns}-s{cfg.seed}"
+    tags = [f"{axis}={value}" for axis, value in axes.items()]
+    tags += [f"columns={cfg.model.columns}", f"width={cfg.model.width}", f"seed={cfg.seed}"]
+    return name, tags
+
+
+def build_loggers(cfg: DictConfig, name: str, tags: list[str]) -> list[Logger]:
+    loggers = []
+    for key, logger_cfg in cfg.logger.items():
+        if logger_cfg is None:
+            continue
+        extra = {"name": name, "tags": tags} if key == "wandb" else {}
+        loggers.append(instantiate(logger_cfg, **extra))
+    hyperparameters = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(hyperparameters)
+    return loggers
+
+
+def finish_wandb(loggers: list[Logger], failed: bool) -> None:
+    """Close the W&B run so that the next run in this process (a sweep job) starts its own."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+
+
+def collect_results(
+    cfg: DictConfig, trainer: L.Trainer | None, run_dir: Path, status: str, error: str | None, wall_time: float
+) -> dict[str, Any]:
+    csv_dirs = [lg.log_dir for lg in trainer.loggers if isinstance(lg, CSVLogger)] if trainer else []
+    history, test = read_metrics(Path(csv_dirs[0]) / "metrics.csv") if csv_dirs else ([], {})
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    checkpoint = trainer.checkpoint_callback if trainer else None
+    return {
+        "status": status,
+        "error": error,
+        "run_dir": str(run_dir),
+        "overrides": list(hydra.overrides.task) if hydra else [],
+        "choices": {axis: hydra.runtime.choices.get(axis) for axis in ABLATION_AXES} if hydra else {},
+        "seed": cfg.seed,
+        "world_size": trainer.world_size if trainer else None,
+        "wall_time_s": round(wall_time, 2),
+        **summarise(history, test),
+        "best_checkpoint": checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else None,
+        "history": history,
+    }

@@ -1,0 +1,83 @@
+"""The Hydra configs: every group option composes into a model, and bad values fail early and clearly."""
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+
+from alexnet.config import ConfigError, validate
+from conftest import compose_config
+
+
+@pytest.mark.parametrize("model", ["cifar", "blog"])
+@pytest.mark.parametrize("norm", ["lrn", "batchnorm", "none"])
+@pytest.mark.parametrize("pool", ["overlap", "nonoverlap"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_every_switch_combination_builds_and_runs(model, norm, pool, activation):
+    cfg = compose_config(
+        [
+            f"model={model}",
+            f"norm={norm}",
+            f"pool={pool}",
+            f"activation={activation}",
+            "model.width=0.125",
+            "model.input_size=32",
+            "model.stem=cifar",
+        ]
+    )
+    validate(cfg)
+    net = instantiate(cfg.model)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_preset_changes_an_axis_default_but_the_command_line_wins():
+    assert compose_config(["model=blog"]).norm._target_.endswith("batch_norm")
+    assert compose_config(["model=one_column"]).norm is None
+    assert compose_config(["model=blog", "norm=lrn"]).norm._target_.endswith("LocalResponseNorm")
+
+
+def test_lrn_constants_are_the_papers_and_follow_the_printed_formula():
+    norm = compose_config([]).norm
+    assert (norm.size, norm.alpha, norm.beta, norm.k, norm.alpha_over_n) == (5, 1e-4, 0.75, 2.0, False)
+
+
+def test_optimizer_and_schedule_default_to_the_papers_recipe():
+    cfg = compose_config([])
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
+    assert cfg.scheduler.factor == 0.1 and cfg.data.batch_size == 128
+
+
+def test_data_follows_the_models_input_size():
+    assert compose_config(["model=paper"]).data.image_size == 227
+    assert compose_config(["model=cifar"]).data.image_size == 32
+
+
+def test_unknown_option_lists_the_choices():
+    with pytest.raises(MissingConfigException) as err:
+        compose_config(["norm=layernorm"])
+    assert "batchnorm" in str(err.value) and "lrn" in str(err.value)
+
+
+def test_unknown_key_is_refused():
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["model.colums=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dropout.p=1.0", "dropout.p=1.0 is not allowed: a probability in [0, 1)"),
+        ("dropout.p=-0.1", "dropout.p=-0.1"),
+        ("model.width=0", "model.width=0 is not allowed: a number > 0"),
+        ("model.columns=0", "model.columns=0 is not allowed"),
+        ("norm.size=4", "norm.size=4 is not allowed: an odd positive integer"),
+        ("norm.alpha=-1", "norm.alpha=-1"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed: a positive integer"),
+        ("optimizer.lr=0", "optimizer.lr=0"),
+        ("data.num_classes=1", "data.num_classes=1"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config([override]))
+    assert message in str(err.value)

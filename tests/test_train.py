@@ -1,0 +1,144 @@
+"""End-to-end runs: a composed run in-process, the README's commands, and two-process DDP on CPU."""
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.train import train
+from conftest import ROOT, compose_config, run_script
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_a_composed_run_writes_metrics_results_and_checkpoints(tmp_path, smoke_overrides, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config([*smoke_overrides, "logger=default", "trainer.max_epochs=2"], tmp_path)
+    best_err1 = train(cfg)
+
+    results = read_results(tmp_path)
+    assert results["status"] == "finished" and results["error"] is None
+    assert results["world_size"] == 1 and results["epochs"] == 2
+    assert [row["epoch"] for row in results["history"]] == [0, 1]
+    assert results["val"]["best"]["err1"] == pytest.approx(best_err1)
+    assert results["val"]["best"]["err1"] == min(row["val/err1"] for row in results["history"])
+    for split in ("val", "test"):
+        values = results[split]["best"] if split == "val" else results[split]
+        assert 0 <= values["err5"] <= values["err1"] <= 1
+
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        columns = next(csv.reader(f))
+    for name in ("train/loss", "train/err1", "val/acc1", "val/acc5", "val/err5", "test/err1", "train/lr"):
+        assert name in columns
+
+    checkpoints = {p.name for p in (tmp_path / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and Path(results["best_checkpoint"]).name in checkpoints
+    state = torch.load(results["best_checkpoint"], weights_only=True)  # tensors and plain values only
+    assert "net.features.conv1.conv.weight" in state["state_dict"]
+
+    offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+
+
+def test_test_metrics_come_from_the_best_checkpoint(tmp_path, smoke_overrides):
+    cfg = compose_config(
+        [*smoke_overrides, "trainer.max_epochs=3", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0"],
+        tmp_path,
+    )
+    train(cfg)
+    results = read_results(tmp_path)
+    # The test set and the validation set differ, but the checkpoint tested is the best one.
+    assert f"epoch{results['val']['best']['epoch']:03d}" in results["best_checkpoint"]
+
+
+def test_a_failed_run_says_so_in_results(tmp_path, smoke_overrides):
+    cfg = compose_config([*smoke_overrides, f"ckpt_path={tmp_path / 'missing.ckpt'}"], tmp_path)
+    with pytest.raises(FileNotFoundError):
+        train(cfg)
+    results = read_results(tmp_path)
+    assert results["status"] == "failed" and "missing.ckpt" in results["error"]
+
+
+@pytest.mark.slow
+def test_make_train_runs_the_readme_command(tmp_path):
+    """`make train` as the README shows it, with batch limits so it takes seconds."""
+    limits = (
+        "trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=2 "
+        f"trainer.limit_test_batches=2 logger=csv paths.log_dir={tmp_path}"
+    )
+    result = subprocess.run(
+        ["make", "train", f"ARGS={limits}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").glob("*/*")
+    results = read_results(run_dir)
+    assert results["status"] == "finished"
+    assert results["choices"] == {
+        "model": "cifar",
+        "norm": "lrn",
+        "pool": "overlap",
+        "dropout": "paper",
+        "activation": "relu",
+        "data": "digits",
+    }
+    assert "test/err1" in result.stdout
+
+
+@pytest.mark.slow
+def test_design_command_runs_with_two_processes_on_cpu(tmp_path):
+    """`python src/train.py norm=lrn pool=overlap trainer.devices=2` (here on CPU, gloo): one run, world size 2."""
+    result = run_script(
+        [
+            str(ROOT / "src" / "train.py"),
+            "norm=lrn",
+            "pool=overlap",
+            "trainer.devices=2",
+            "trainer.accelerator=cpu",
+            "debug=smoke",
+            "data.batch_size=32",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")  # the second process shares the run directory
+    results = read_results(run_dir)
+    assert results["status"] == "finished" and results["world_size"] == 2
+    assert results["overrides"][:3] == ["norm=lrn", "pool=overlap", "trainer.devices=2"]
+
+
+@pytest.mark.slow
+def test_batch_that_does_not_divide_across_devices_fails_before_training(tmp_path):
+    result = run_script(
+        [
+            str(ROOT / "src" / "train.py"),
+            "trainer.devices=3",
+            "trainer.accelerator=cpu",
+            "debug=smoke",
+            "data.batch_size=32",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "data.batch_size=32" in result.stderr and "multiple of 3" in result.stderr
+    assert not list(tmp_path.glob("outputs/runs/*/*/checkpoints"))
+
+
+def test_summary_prints_the_papers_totals(tmp_path):
+    result = run_script(
+        [str(ROOT / "src" / "summary.py"), "model=paper", "data.num_classes=1000"], cwd=tmp_path, env={"COLUMNS": "160"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "60,965,224" in result.stdout
+    assert "256×6×6" in result.stdout  # conv5 after pooling
