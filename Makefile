@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make train` and `make test`. Each creates .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint summary clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package with its test tools
+
+train: $(STAMP)  ## train the paper's switches on the embedded digits set (ARGS="key=value ..." to change)
+	$(PY) src/train.py $(ARGS)
+
+test: $(STAMP)  ## run the test suite
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+summary: $(STAMP)  ## print the layers, parameters and mult-adds (ARGS="model=paper")
+	$(PY) src/summary.py $(ARGS)
+
+clean:  ## remove run outputs (outputs/) and caches, keep .venv
+	rm -rf outputs/runs outputs/multiruns .pytest_cache .ruff_cache
