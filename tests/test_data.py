@@ -159,3 +159,12 @@ def test_global_batch_is_split_across_processes():
     assert per_device_batch_size(128, 2) == 64
     with pytest.raises(ValueError, match="data.batch_size=100 .* multiple of 3"):
         per_device_batch_size(100, 3)
+
+
+def test_val_and_test_shards_cover_each_image_exactly_once_across_processes():
+    from alexnet.data.base import UnpaddedShardSampler
+
+    dataset = list(range(23))  # not a multiple of the 4 processes
+    shards = [list(UnpaddedShardSampler(dataset, num_replicas=4, rank=r)) for r in range(4)]
+    assert sorted(i for shard in shards for i in shard) == dataset
+    assert [len(UnpaddedShardSampler(dataset, 4, r)) for r in range(4)] == [6, 6, 6, 5]

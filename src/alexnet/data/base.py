@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
 
@@ -47,6 +47,21 @@ class ImageTensorDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(self.images[index]), self.labels[index]
+
+
+class UnpaddedShardSampler(DistributedSampler):
+    """Each process takes every ``world``-th sample, with no padding, so that val and test see every
+    image exactly once under DDP (``DistributedSampler`` repeats a few to even out the shards).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -138,10 +153,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
+        sampler = None
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if not shuffle and world > 1:  # Lightning leaves a DistributedSampler as it is
+            sampler = UnpaddedShardSampler(dataset, world, self.trainer.global_rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
