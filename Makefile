@@ -4,9 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+ifndef SWEEP_DIR
+SWEEP_DIR := outputs/multiruns/sweep-demo_$(shell date +%Y-%m-%d_%H-%M-%S)  # evaluated once
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint summary clean
+.PHONY: help install train test lint summary sweep-demo report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +34,13 @@ lint: $(STAMP)  ## ruff
 
 summary: $(STAMP)  ## print the layers, parameters and mult-adds (ARGS="model=paper")
 	$(PY) src/summary.py $(ARGS)
+
+sweep-demo: $(STAMP)  ## the norm × pool ablation sweep on digits (18 jobs, ~10 min on 2 cores), then its report
+	$(PY) src/train.py -m experiment=ablation_norm_pool hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
+	  status=$$?; $(PY) src/report.py $(SWEEP_DIR) && exit $$status
+
+report: $(STAMP)  ## summarise a sweep: make report SWEEP_DIR=outputs/multiruns/<date>/<time>
+	$(PY) src/report.py $(SWEEP_DIR)
 
 clean:  ## remove run outputs (outputs/) and caches, keep .venv
 	rm -rf outputs/runs outputs/multiruns .pytest_cache .ruff_cache

@@ -63,12 +63,23 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def describe(cfg: DictConfig) -> tuple[str, list[str]]:
-    """A run name and tags from the ablation choices, e.g. ``cifar-lrn-overlap-paper-relu-digits-c2-s0``."""
-    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    axes = {axis: choices.get(axis, "?") for axis in ABLATION_AXES}
-    name = "-".join(axes.values()) + f"-c{cfg.model.columns}-s{cfg.seed}"
+    """A run name and tags from the ablation choices and the overrides, for W&B.
+
+    e.g. ``cifar-lrn-overlap-relu-digits-p0.5-c2-s0`` with tags ``norm=lrn``, ``pool=overlap``, …
+    """
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    choices = dict(hydra.runtime.choices) if hydra else {}
+    axes = {axis: choices.get(axis, "?") for axis in ABLATION_AXES if axis != "dropout"}
+    name = "-".join(axes.values()) + f"-p{cfg.dropout.p}-c{cfg.model.columns}-s{cfg.seed}"
     tags = [f"{axis}={value}" for axis, value in axes.items()]
-    tags += [f"columns={cfg.model.columns}", f"width={cfg.model.width}", f"seed={cfg.seed}"]
+    tags += [
+        f"dropout.p={cfg.dropout.p}",
+        f"columns={cfg.model.columns}",
+        f"width={cfg.model.width}",
+        f"seed={cfg.seed}",
+    ]
+    overrides = list(hydra.overrides.task) if hydra else []
+    tags += [o for o in overrides if o not in tags and len(o) <= 64]  # W&B caps a tag at 64 characters
     return name, tags
 
 

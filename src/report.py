@@ -1,0 +1,42 @@
+"""Summarise a sweep directory into report.md, runs.csv and plots (see alexnet/report.py).
+
+python src/report.py outputs/multiruns/<date>/<time> [--wandb auto|online|offline|disabled]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from alexnet.loggers import wandb_mode
+from alexnet.report import log_to_wandb, write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory: outputs/multiruns/<date>/<time>")
+    parser.add_argument(
+        "--wandb",
+        default="auto",
+        choices=["auto", "online", "offline", "disabled"],
+        help="log the table and plots to W&B (auto: as training runs do)",
+    )
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir() or not list(args.sweep_dir.glob("*/.hydra/overrides.yaml")):
+        print(
+            f"error: {args.sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); "
+            "pass a directory under outputs/multiruns/",
+            file=sys.stderr,
+        )
+        return 2
+    written = write_report(args.sweep_dir)
+    mode = wandb_mode(args.wandb)
+    if mode != "disabled":
+        log_to_wandb(args.sweep_dir, written, mode)
+    print(written["report"].read_text())
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Sweeps: one directory per job whatever the device count, failures recorded, SLURM config, the report."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from alexnet.report import difference_ci, write_report
+from conftest import ROOT, compose_config, run_script
+
+TRAIN = str(ROOT / "src" / "train.py")
+REPORT = str(ROOT / "src" / "report.py")
+
+
+def sweep_dirs(cwd: Path) -> list[Path]:
+    return sorted((cwd / "outputs" / "multiruns").glob("*/*"))
+
+
+def job_results(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
+
+
+@pytest.mark.slow
+def test_sweep_with_two_processes_per_job_runs_each_job_once(tmp_path):
+    result = run_script(
+        [
+            TRAIN,
+            "-m",
+            "norm=lrn,none",
+            "pool=overlap,nonoverlap",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "debug=smoke",
+            "data.batch_size=32",
+        ],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)  # no rank started a sweep of its own
+    assert not (tmp_path / "outputs" / "runs").exists()  # and no stray single-run directories
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "2", "3", "multirun.yaml"]
+    results = job_results(sweep)
+    combos = set()
+    for job, r in results.items():
+        assert r["status"] == "finished" and r["world_size"] == 2, job
+        choices = dict(o.split("=", 1) for o in r["overrides"])
+        assert choices["trainer.devices"] == "2"
+        combos.add((choices["norm"], choices["pool"]))
+        assert r["choices"]["norm"] == choices["norm"] and r["choices"]["pool"] == choices["pool"]
+        assert (sweep / job / ".hydra" / "config.yaml").is_file()
+    assert combos == {("lrn", "overlap"), ("lrn", "nonoverlap"), ("none", "overlap"), ("none", "nonoverlap")}
+
+    report = run_script([REPORT, str(sweep), "--wandb", "disabled"], cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (sweep / "report.md").read_text()
+    assert "| norm=lrn pool=overlap (paper) | 1 |" in text
+    assert (sweep / "runs.csv").read_text().count("\n") == 5  # header + 4 jobs
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path):
+    result = run_script(
+        [TRAIN, "-m", "dropout.p=1.5,0.5", "debug=smoke", "trainer.accelerator=cpu", "data.batch_size=32"],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode != 0  # the sweep reports that a job failed...
+    (sweep,) = sweep_dirs(tmp_path)
+    results = job_results(sweep)
+    assert results["0"]["status"] == "failed" and "dropout.p=1.5" in results["0"]["error"]
+    assert results["1"]["status"] == "finished"  # ...after running the rest
+
+    report = run_script([REPORT, str(sweep), "--wandb", "disabled"], cwd=tmp_path)
+    assert report.returncode == 0
+    text = (sweep / "report.md").read_text()
+    assert "## Failed and unfinished jobs" in text and "job 0: **failed** (dropout.p=1.5" in text
+
+
+@pytest.mark.slow
+def test_stop_on_failure_ends_the_sweep_at_the_first_failed_job(tmp_path):
+    result = run_script(
+        [
+            TRAIN,
+            "-m",
+            "dropout.p=1.5,0.5",
+            "debug=smoke",
+            "trainer.accelerator=cpu",
+            "hydra.launcher.stop_on_failure=true",
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    (sweep,) = sweep_dirs(tmp_path)
+    assert list(job_results(sweep)) == ["0"]
+    write_report(sweep)
+    assert "1 job(s) never started" in (sweep / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_sweep_jobs_are_separate_wandb_runs_grouped_and_tagged(tmp_path):
+    result = run_script(
+        [TRAIN, "-m", "norm=lrn,none", "debug=smoke", "trainer.accelerator=cpu", "logger=default"],
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    group = f"sweep-{sweep.parent.name}-{sweep.name}"
+    for job, norm in (("0", "lrn"), ("1", "none")):
+        (run_dir,) = (sweep / job / "wandb").glob("offline-run-*")
+        # The offline run keeps what wandb.init got; the settings hold group and tags in clear text.
+        blob = b"".join(p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
+        assert group.encode() in blob and f"norm={norm}".encode() in blob
+
+
+def test_slurm_launcher_asks_for_one_task_per_device_on_every_node(tmp_path, monkeypatch):
+    import submitit
+
+    fake_srun = tmp_path / "bin" / "srun"  # submitit only checks that srun exists
+    fake_srun.parent.mkdir()
+    fake_srun.write_text("#!/bin/sh\n")
+    fake_srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_srun.parent}:{__import__('os').environ['PATH']}")
+    submitted = {}
+
+    def capture(executor, fn, *job_args):
+        submitted["sbatch"] = executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "uid")
+        submitted["overrides"] = job_args[0]
+        raise KeyboardInterrupt  # stop before anything is submitted
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
+    cfg = compose_config(
+        ["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        tmp_path,
+    )
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    with pytest.raises(KeyboardInterrupt):
+        launcher.launch([["norm=lrn", "seed=0"], ["norm=none", "seed=0"]], initial_job_idx=0)
+
+    sbatch = submitted["sbatch"]
+    for line in ("--ntasks-per-node=4", "--nodes=2", "--gpus-per-node=4", "--signal=USR2@120"):
+        assert line in sbatch
+    assert "srun" in sbatch and "submitit.core._submit" in sbatch
+    assert submitted["overrides"] == (["norm=lrn", "seed=0"], ["norm=none", "seed=0"])
+    assert cfg.hydra.launcher.max_num_timeout > 0  # requeued on preemption or timeout
+
+
+def write_job(sweep: Path, num: int, overrides: list[str], test_err1: float | None, status: str = "finished") -> None:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
+    history = [{"epoch": 0, "train/err1": 0.5, "val/err1": 0.4}, {"epoch": 1, "train/err1": 0.2, "val/err1": 0.3}]
+    results = {
+        "status": status,
+        "error": None if status == "finished" else "boom",
+        "overrides": overrides,
+        "val": {"best": {"epoch": 1, "err1": 0.3, "err5": 0.1}, "final": None},
+        "test": {"err1": test_err1, "err5": test_err1 / 2} if test_err1 is not None else None,
+        "history": history,
+    }
+    (job / "results.json").write_text(json.dumps(results))
+
+
+def test_report_numbers_equal_a_hand_computation(tmp_path):
+    sweep = tmp_path / "sweep"
+    paper, no_lrn = [0.10, 0.12, 0.14], [0.20, 0.22, 0.24]
+    for seed, err in enumerate(paper):
+        write_job(sweep, seed, ["norm=lrn", f"seed={seed}"], err)
+    for seed, err in enumerate(no_lrn):
+        write_job(sweep, 3 + seed, ["norm=none", f"seed={seed}"], err)
+    write_job(sweep, 6, ["norm=batchnorm", "seed=0"], None, status="failed")
+    write_report(sweep)
+    text = (sweep / "report.md").read_text()
+
+    # By hand: means 12 and 22 (%), std 2 each; Welch: se = sqrt(4/3 + 4/3), 4 degrees of freedom,
+    # t(0.975, 4) = 2.7764 from a table, so the interval is 10 ± 4.534.
+    half = 2.7764 * math.sqrt(4 / 3 + 4 / 3)
+    assert "| norm=lrn (paper) | 3 | 12.00 ± 2.00 | 6.00 ± 1.00 | 0 | 0 | — |" in text
+    assert f"| norm=none | 3 | 22.00 ± 2.00 | 11.00 ± 1.00 | +10.00 [{10 - half:+.2f}, {10 + half:+.2f}]" in text
+    assert "+1.4 / +1.2 (§3.3, ImageNet)" in text  # the paper's claim beside ours
+    assert "job 6: **failed** (norm=batchnorm seed=0): boom" in text
+    assert (sweep / "val_err1.png").stat().st_size > 0 and (sweep / "differences.png").stat().st_size > 0
+    rows = (sweep / "runs.csv").read_text().splitlines()
+    assert len(rows) == 8 and rows[7].startswith("6,failed,norm=batchnorm")
+
+
+def test_welch_interval_agrees_with_scipys_welch_t_test():
+    from scipy import stats
+
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
+    diff, low, high = difference_ci(a, b)
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(-1.5)
+    assert (low, high) == pytest.approx((expected.low, expected.high))
+
+
+def test_relu_vs_tanh_report_counts_epochs_to_25_percent_training_error(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        write_job(sweep, seed, ["activation=relu", f"seed={seed}"], 0.1)
+        write_job(sweep, 2 + seed, ["activation=tanh", f"seed={seed}"], 0.2)
+    write_report(sweep)
+    text = (sweep / "report.md").read_text()
+    assert "epochs to 25% train err" in text and "| 2.00 ± 0.00 |" in text  # train/err1 0.2 at epoch index 1
+    assert (sweep / "train_err1.png").is_file()
+
+
+def test_report_refuses_a_directory_without_jobs(tmp_path):
+    result = run_script([REPORT, str(tmp_path), "--wandb", "disabled"], cwd=tmp_path)
+    assert result.returncode == 2 and "holds no sweep jobs" in result.stderr
+
+
+def test_experiment_presets_compose_with_their_sweeps():
+    for name, axis in [
+        ("ablation_norm_pool", "norm"),
+        ("relu_vs_tanh", "activation"),
+        ("dropout", "dropout.p"),
+        ("columns", "model.columns"),
+        ("blog_vs_paper", "model"),
+    ]:
+        cfg = compose_config([f"experiment={name}"])
+        assert axis in cfg.hydra.sweeper.params and "seed" in cfg.hydra.sweeper.params
+        assert cfg.data._target_.endswith("DigitsDataModule")  # demo scale by default
+    assert compose_config(["experiment=ablation_norm_pool", "scale=full"]).data.name == "cifar10"
