@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from alexnet.config import validate
 from alexnet.data import per_device_batch_size
 from alexnet.results import read_metrics, summarise, write_results
+from alexnet.visualize import visualize_from_config
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
-    status, error, trainer, loggers = "running", None, None, []
+    status, error, trainer, loggers, extra = "running", None, None, [], {}
     try:
         validate(cfg)
         L.seed_everything(cfg.seed, workers=True)
@@ -47,14 +48,16 @@ def train(cfg: DictConfig) -> float | None:
 
         trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(system, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(system, datamodule=datamodule, ckpt_path=best or None)  # loads the best weights into system
+        if cfg.visuals.enabled and trainer.is_global_zero and not trainer.interrupted:
+            extra["visuals"] = visualize_from_config(cfg, system.net, datamodule, run_dir / "visuals", loggers)
         status = "interrupted" if trainer.interrupted else "finished"
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         error = f"{type(err).__name__}: {err}"
         raise
     finally:
-        results = collect_results(cfg, trainer, run_dir, status, error, time.time() - started)
+        results = {**collect_results(cfg, trainer, run_dir, status, error, time.time() - started), **extra}
         if rank_zero_only.rank == 0:
             write_results(run_dir / "results.json", results)
             log.info("results: %s", run_dir / "results.json")

@@ -130,6 +130,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.val_set = ImageTensorDataset(train_x[held], train_y[held], eval_tf)
         self.test_set = ImageTensorDataset(test_x, test_y, eval_tf)
 
+    def evaluation_set(self, split: str) -> ImageTensorDataset:
+        """``split``'s images ("train", "val" or "test") with the evaluation transform (no augmentation)."""
+        dataset = getattr(self, f"{split}_set")
+        return ImageTensorDataset(dataset.images, dataset.labels, self.val_set.transform)
+
     def transforms(self, native_size: int) -> tuple[v2.Transform, v2.Transform]:
         """(train, eval) transforms from uint8 ``C×H×W`` to a normalised float image."""
         size = self.hparams.image_size

@@ -1,0 +1,40 @@
+"""A finished run read back from its directory: its config, its checkpoints, its network."""
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    """The config the run was trained with (``<run dir>/.hydra/config.yaml``)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: is {run_dir} a run directory (outputs/runs/<date>/<time>)?")
+    return OmegaConf.load(path)
+
+
+def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """``best`` (lowest val top-1 error), ``last``, or a path to a checkpoint file."""
+    checkpoints = run_dir / "checkpoints"
+    if which == "last":
+        candidates = [checkpoints / "last.ckpt"]
+    elif which == "best":
+        results = run_dir / "results.json"
+        recorded = json.loads(results.read_text()).get("best_checkpoint") if results.is_file() else None
+        candidates = [Path(recorded)] if recorded else []
+        candidates += sorted(checkpoints.glob("best-*.ckpt"))
+    else:
+        candidates = [Path(which)]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no {which!r} checkpoint in {checkpoints}; pass checkpoint=last or a path to a .ckpt file")
+
+
+def load_weights(net: nn.Module, checkpoint: Path) -> None:
+    """Load a Lightning checkpoint of this repo into ``net``; tensors only, no pickled code runs."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
