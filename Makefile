@@ -9,7 +9,7 @@ SWEEP_DIR := outputs/multiruns/sweep-demo_$(shell date +%Y-%m-%d_%H-%M-%S)  # ev
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint summary sweep-demo report clean
+.PHONY: help install train test lint summary sweep-demo report prepare-imagenet eval clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ sweep-demo: $(STAMP)  ## the norm × pool ablation sweep on digits (18 jobs, ~10
 
 report: $(STAMP)  ## summarise a sweep: make report SWEEP_DIR=outputs/multiruns/<date>/<time>
 	$(PY) src/report.py $(SWEEP_DIR)
+
+prepare-imagenet: $(STAMP)  ## ILSVRC-2012 archives -> data layout: make prepare-imagenet ARCHIVES=<dir> [ROOT=data/imagenet]
+	$(PY) src/prepare_imagenet.py --archives $(ARCHIVES) --root $(or $(ROOT),data/imagenet) $(ARGS)
+
+eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="ckpt_path=<file> data=imagenet tta=tencrop"
+	$(PY) src/eval.py $(ARGS)
 
 clean:  ## remove run outputs (outputs/) and caches, keep .venv
 	rm -rf outputs/runs outputs/multiruns .pytest_cache .ruff_cache

@@ -11,8 +11,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from alexnet.evaluate import load_any_checkpoint
 from alexnet.loggers import wandb_logger
-from alexnet.runs import find_checkpoint, load_weights, run_config
+from alexnet.runs import find_checkpoint, run_config
 from alexnet.visualize import visualize_from_config
 
 
@@ -29,7 +30,7 @@ def main(args: DictConfig) -> None:
         else args.device
     )
     net = instantiate(cfg.model)
-    load_weights(net, checkpoint)
+    load_any_checkpoint(net, checkpoint)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
     loggers = []

@@ -3,9 +3,7 @@
 import json
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -32,9 +30,3 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"no {which!r} checkpoint in {checkpoints}; pass checkpoint=last or a path to a .ckpt file")
-
-
-def load_weights(net: nn.Module, checkpoint: Path) -> None:
-    """Load a Lightning checkpoint of this repo into ``net``; tensors only, no pickled code runs."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})

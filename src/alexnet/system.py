@@ -12,6 +12,16 @@ from torchmetrics.classification import MulticlassAccuracy
 MONITOR = "val/err1"  # what the LR schedule watches and the checkpoint keeps the best of (§5)
 
 
+def class_scores(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits for ``B×3×H×W`` images; for ``B×P×3×H×W`` (several patches per image, e.g. the paper's
+    10), the log of the softmax averaged over the patches (§4.1), so cross-entropy stays the NLL."""
+    if images.ndim == 4:
+        return net(images)
+    b, p = images.shape[:2]
+    probs = net(images.flatten(0, 1)).softmax(dim=-1).view(b, p, -1).mean(dim=1)
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+
 def accuracy_metrics(num_classes: int) -> MetricCollection:
     """Top-1 and top-5 accuracy, micro-averaged (the fraction of all images, as the paper counts)."""
     return MetricCollection(
@@ -78,7 +88,7 @@ class ClassificationSystem(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
+        logits = class_scores(self.net, images)
         loss = F.cross_entropy(logits, labels)
         accuracy, mean_loss = getattr(self, f"{split}_acc"), getattr(self, f"{split}_loss")
         accuracy.update(logits, labels)

@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
-    status, error, trainer, loggers, extra = "running", None, None, [], {}
+    status, error, trainer, datamodule, loggers, extra = "running", None, None, None, [], {}
     try:
         validate(cfg)
         L.seed_everything(cfg.seed, workers=True)
@@ -57,6 +57,8 @@ def train(cfg: DictConfig) -> float | None:
         error = f"{type(err).__name__}: {err}"
         raise
     finally:
+        if datamodule is not None:
+            extra.update(datamodule.report())
         results = {**collect_results(cfg, trainer, run_dir, status, error, time.time() - started), **extra}
         if rank_zero_only.rank == 0:
             write_results(run_dir / "results.json", results)

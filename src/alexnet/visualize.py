@@ -11,7 +11,8 @@ Plots use matplotlib's Agg backend: no display needed.
 """
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from alexnet.system import class_scores
 
 EVAL_BATCH = 256
 
@@ -92,14 +95,27 @@ def tile_grid(tiles: torch.Tensor, pad: int = 1) -> torch.Tensor:
 # ---------------------------------------------------------------- predictions and errors by class
 
 
+BatchTransform = Callable[[tuple[torch.Tensor, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def batches(dataset: Dataset, device: torch.device, transform: BatchTransform | None) -> Iterable[tuple]:
+    """``dataset`` in evaluation batches on ``device``, through the data module's batch transform
+    (``on_after_batch_transfer``: e.g. ImageNet's uint8 -> normalised floats)."""
+    for images, labels in DataLoader(dataset, batch_size=EVAL_BATCH):
+        batch = (images.to(device), labels.to(device))
+        yield transform(batch) if transform is not None else batch
+
+
 @torch.no_grad()
-def predict(net: nn.Module, dataset: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    net: nn.Module, dataset: Dataset, device: torch.device, transform: BatchTransform | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities ``N × classes`` and labels ``N`` for a whole dataset, in order."""
     net.eval()
     probs, labels = [], []
-    for images, y in DataLoader(dataset, batch_size=EVAL_BATCH):
-        probs.append(net(images.to(device)).softmax(dim=1).cpu())
-        labels.append(y)
+    for images, y in batches(dataset, device, transform):
+        probs.append(class_scores(net, images).softmax(dim=1).cpu())
+        labels.append(y.cpu())
     return torch.cat(probs), torch.cat(labels)
 
 
@@ -177,7 +193,7 @@ def plot_confusion(confusion: torch.Tensor, names: Sequence[str], path: Path, ma
 
 
 def plot_predictions(
-    images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, names: Sequence[str], path: Path
+    images: Sequence[torch.Tensor], probs: torch.Tensor, labels: torch.Tensor, names: Sequence[str], path: Path
 ) -> Path:
     """Images with their five best guesses and probabilities; the true class in green (Fig. 4, left)."""
     plt = _pyplot()
@@ -213,14 +229,16 @@ def plot_predictions(
 
 
 @torch.no_grad()
-def fc7_features(net: nn.Module, dataset: Dataset, device: torch.device) -> Iterable[torch.Tensor]:
+def fc7_features(
+    net: nn.Module, dataset: Dataset, device: torch.device, transform: BatchTransform | None = None
+) -> Iterable[torch.Tensor]:
     """fc7's output (after its ReLU, dropout off) for ``dataset``, one batch at a time."""
     captured: list[torch.Tensor] = []
     handle = net.classifier.fc7.act.register_forward_hook(lambda m, i, out: captured.append(out.detach().clone()))
     net.eval()
     try:
-        for images, _ in DataLoader(dataset, batch_size=EVAL_BATCH):
-            net(images.to(device))
+        for images, _ in batches(dataset, device, transform):
+            net(images)
             yield captured.pop().cpu()
     finally:
         handle.remove()
@@ -247,21 +265,21 @@ def nearest_neighbours(
 
 
 def plot_neighbours(
-    queries: torch.Tensor,
-    neighbours: torch.Tensor,
+    queries: Sequence[torch.Tensor],
+    neighbours: Sequence[Sequence[torch.Tensor]],
     query_names: Sequence[str],
     neighbour_names: Sequence[Sequence[str]],
     path: Path,
 ) -> Path:
     """Each row: a test image, then its nearest training images in fc7 space (Fig. 4, right)."""
     plt = _pyplot()
-    rows, k = neighbours.shape[:2]
+    rows, k = len(neighbours), len(neighbours[0])
     fig, axes = plt.subplots(rows, k + 1, figsize=(1.6 * (k + 1), 1.8 * rows), squeeze=False)
     for r in range(rows):
         axes[r, 0].imshow(_displayable(queries[r]), interpolation="nearest")
         axes[r, 0].set_title(f"test: {query_names[r]}", fontsize=8, color="tab:blue")
         for j in range(k):
-            axes[r, j + 1].imshow(_displayable(neighbours[r, j]), interpolation="nearest")
+            axes[r, j + 1].imshow(_displayable(neighbours[r][j]), interpolation="nearest")
             axes[r, j + 1].set_title(neighbour_names[r][j], fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
@@ -282,15 +300,19 @@ def visualize_run(
     n_queries: int = 6,
     n_neighbours: int = 6,
     confusion_max_classes: int = 20,
+    neighbour_pool: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write every picture and table for a trained ``net`` into ``out_dir``; return a summary.
 
     ``datamodule`` must be set up and provide ``class_names`` and ``evaluation_set(split)``
-    (images without augmentation, with a ``.images`` uint8 tensor to display).
+    (images without augmentation; datasets with ``labels`` and ``raw(i)`` for display).
+    ``neighbour_pool`` caps how many training images (a seeded random sample) the neighbour
+    search looks through; None searches them all.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     device = next(net.parameters()).device
+    transform = partial(datamodule.on_after_batch_transfer, dataloader_idx=0)
     names = list(datamodule.class_names)
     files: dict[str, Path] = {}
     conv1 = net.features.conv1.conv.weight
@@ -299,8 +321,8 @@ def visualize_run(
     summary: dict[str, Any] = {"conv1_chromatic_fraction": chromatic_fraction(conv1, columns)}
     for split in ("val", "test"):
         dataset = datamodule.evaluation_set(split)
-        probs, labels = predict(net, dataset, device)
-        files[f"per_class_{split}"] = _write_csv(
+        probs, labels = predict(net, dataset, device, transform)
+        files[f"per_class_{split}"] = write_csv(
             out_dir / f"per_class_{split}.csv", per_class_errors(probs, labels, names)
         )
     # From here on, dataset, probs and labels are the test split's.
@@ -308,17 +330,24 @@ def visualize_run(
     summary["most_confused"] = most_confused(confusion, names)
     files["confusion"] = plot_confusion(confusion, names, out_dir / "confusion.png", confusion_max_classes)
     picked = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n_predictions]
-    files["predictions"] = plot_predictions(
-        dataset.images[picked], probs[picked], labels[picked], names, out_dir / "predictions.png"
-    )
-    summary["sampled"] = {"images": dataset.images[picked], "probs": probs[picked], "labels": labels[picked]}
+    sampled = [dataset.raw(i) for i in picked.tolist()]
+    files["predictions"] = plot_predictions(sampled, probs[picked], labels[picked], names, out_dir / "predictions.png")
+    summary["sampled"] = {"images": sampled, "probs": probs[picked], "labels": labels[picked]}
 
     queries_index = picked[:n_queries]
-    queries = torch.cat(list(fc7_features(net, torch.utils.data.Subset(dataset, queries_index.tolist()), device)))
+    queries = torch.cat(
+        list(fc7_features(net, torch.utils.data.Subset(dataset, queries_index.tolist()), device, transform))
+    )
     train_set = datamodule.evaluation_set("train")
-    _, index = nearest_neighbours(queries, fc7_features(net, train_set, device), n_neighbours)
+    pool = torch.arange(len(train_set))
+    if neighbour_pool is not None and neighbour_pool < len(pool):
+        pool = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:neighbour_pool].sort().values
+    pool_features = fc7_features(net, torch.utils.data.Subset(train_set, pool.tolist()), device, transform)
+    _, index = nearest_neighbours(queries, pool_features, n_neighbours)
+    index = pool[index]
     files["neighbours"] = plot_neighbours(
-        dataset.images[queries_index], train_set.images[index],
+        [dataset.raw(i) for i in queries_index.tolist()],
+        [[train_set.raw(i) for i in row] for row in index.tolist()],
         [names[y] for y in dataset.labels[queries_index]],
         [[names[y] for y in train_set.labels[row]] for row in index],
         out_dir / "neighbours.png",
@@ -334,7 +363,8 @@ def visualize_from_config(
     summary = visualize_run(
         net, datamodule, out_dir, columns=cfg.model.columns, n_predictions=cfg.visuals.predictions,
         n_queries=cfg.visuals.neighbour_queries, n_neighbours=cfg.visuals.neighbours,
-        confusion_max_classes=cfg.visuals.confusion_max_classes, seed=cfg.seed,
+        confusion_max_classes=cfg.visuals.confusion_max_classes, neighbour_pool=cfg.visuals.neighbour_pool,
+        seed=cfg.seed,
     )  # fmt: skip
     log_visuals(loggers, summary, datamodule.class_names)
     return {
@@ -370,7 +400,7 @@ def _displayable(image: torch.Tensor) -> np.ndarray:
     return image.expand(3, -1, -1).permute(1, 2, 0).numpy()
 
 
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

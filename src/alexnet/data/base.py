@@ -1,6 +1,7 @@
 """What every classification data module here shares: uint8 image tensors, a fixed stratified
 split, per-sample augmentation, and a global batch size divided across devices."""
 
+import os
 from collections.abc import Sequence
 
 import lightning as L
@@ -48,6 +49,10 @@ class ImageTensorDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(self.images[index]), self.labels[index]
 
+    def raw(self, index: int) -> torch.Tensor:
+        """The stored image, uint8 ``C×H×W``, for display."""
+        return self.images[index]
+
 
 class UnpaddedShardSampler(DistributedSampler):
     """Each process takes every ``world``-th sample, with no padding, so that val and test see every
@@ -64,12 +69,87 @@ class UnpaddedShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+def default_workers(devices: int = 1) -> int:
+    """Loader processes per device: the CPU cores shared among the devices, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, devices)))
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """What every data module here shares: the global batch divided across processes, the loaders
+    (val and test sharded without padding under DDP), the class count checked against the data.
+
+    Subclasses implement ``build()``, which sets ``train_set``, ``val_set``, ``test_set`` and
+    ``class_names``, and ``evaluation_set(split)``. Datasets provide ``labels`` and ``raw(i)``,
+    the image as uint8 ``C×H×W`` for display.
+    """
+
+    class_names: list[str]
+
+    def __init__(
+        self, num_classes: int, batch_size: int = 128, num_workers: int | str = 0, pin_memory: bool = True
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.batch_size, self.pin_memory = num_classes, batch_size, pin_memory
+        self.num_workers = default_workers() if num_workers == "auto" else int(num_workers)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self.batch_size_per_device = batch_size
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def evaluation_set(self, split: str) -> Dataset:
+        """``split``'s images ("train", "val" or "test") as evaluated: no augmentation."""
+        raise NotImplementedError
+
+    def report(self) -> dict:
+        """Anything about the data that ``results.json`` should record (e.g. files left out)."""
+        return {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.batch_size_per_device = per_device_batch_size(self.batch_size, self.trainer.world_size)
+        if self.train_set is not None:
+            return
+        self.build()
+        if len(self.class_names) != self.num_classes:
+            raise DataError(
+                f"data.num_classes={self.num_classes} but {type(self).__name__} has "
+                f"{len(self.class_names)} classes; set data.num_classes={len(self.class_names)}"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        sampler = None
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if not shuffle and world > 1:  # Lightning leaves a DistributedSampler as it is
+            sampler = UnpaddedShardSampler(dataset, world, self.trainer.global_rank)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+class ImageClassificationDataModule(ClassificationDataModule):
     """Base for data held in memory as uint8 tensors (digits, CIFAR).
 
     Subclasses implement ``load() -> (train_images, train_labels, test_images, test_labels)`` and
-    set ``class_names``; this class carves the validation split out of train, builds the
-    transforms and the loaders.
+    set ``class_names``; this class carves the validation split out of train and builds the
+    transforms.
 
     Args:
         num_classes: must match the data; the model's fc8 is sized from it.
@@ -82,14 +162,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         mean, std: per-channel normalisation in [0, 1] units; None computes them on train.
     """
 
-    class_names: list[str]
-
     def __init__(
         self,
         num_classes: int,
         image_size: int,
         batch_size: int = 128,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         val_size: float | int = 0.1,
         split_seed: int = 0,
         crop_padding: int = 4,
@@ -98,27 +176,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         pin_memory: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, batch_size, num_workers, pin_memory)
         self.save_hyperparameters(logger=False)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
-        self.batch_size_per_device = batch_size
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.trainer is not None:
-            self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer.world_size)
-        if self.train_set is not None:
-            return
+    def build(self) -> None:
         train_x, train_y, test_x, test_y = self.load()
-        if len(self.class_names) != self.hparams.num_classes:
-            raise DataError(
-                f"data.num_classes={self.hparams.num_classes} but {type(self).__name__} has "
-                f"{len(self.class_names)} classes; set data.num_classes={len(self.class_names)}"
-            )
         kept, held = stratified_split(train_y, self.hparams.val_size, self.hparams.split_seed)
         mean, std = self.hparams.mean, self.hparams.std
         if mean is None or std is None:
@@ -131,7 +196,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.test_set = ImageTensorDataset(test_x, test_y, eval_tf)
 
     def evaluation_set(self, split: str) -> ImageTensorDataset:
-        """``split``'s images ("train", "val" or "test") with the evaluation transform (no augmentation)."""
         dataset = getattr(self, f"{split}_set")
         return ImageTensorDataset(dataset.images, dataset.labels, self.val_set.transform)
 
@@ -146,28 +210,3 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if self.hparams.flip:
             augment.append(v2.RandomHorizontalFlip())
         return v2.Compose(resize + augment + finish), v2.Compose(resize + finish)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        sampler = None
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if not shuffle and world > 1:  # Lightning leaves a DistributedSampler as it is
-            sampler = UnpaddedShardSampler(dataset, world, self.trainer.global_rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size_per_device,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
-            persistent_workers=workers > 0,
-        )

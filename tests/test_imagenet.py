@@ -1,0 +1,317 @@
+"""ImageNet: preparation from (fake) official archives, the paper's augmentation by value, the
+10-patch test, every kind of bad file, and evaluation of checkpoints."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+import torchvision
+from PIL import Image
+from sklearn.datasets import load_sample_images
+from torchvision.transforms.v2 import functional as TF
+
+from alexnet.data import DataError, ImageNetDataModule
+from alexnet.data.imagenet import PCA_EIGVAL, PCA_EIGVEC, decode, lighting, ten_crop
+from alexnet.data.prepare_imagenet import prepare
+from alexnet.evaluate import load_any_checkpoint
+from alexnet.models import AlexNet
+from alexnet.system import class_scores
+from conftest import ROOT, run_script
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+NAMES = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark"]
+
+
+def photo_tiles(count: int, size: tuple[int, int] = (60, 80)) -> list[np.ndarray]:
+    """Real photo content: tiles cut from scikit-learn's two sample photos (427×640 each)."""
+    photos = load_sample_images().images
+    h, w = size
+    tiles = []
+    for i in range(count):
+        photo = photos[i % 2]
+        y, x = (i * 37) % (photo.shape[0] - h), (i * 53) % (photo.shape[1] - w)
+        tiles.append(photo[y : y + h, x : x + w])
+    return tiles
+
+
+def jpeg_bytes(pixels: np.ndarray, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90, **kwargs)
+    return buffer.getvalue()
+
+
+def add_to_tar(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archives(folder: Path, train_per_class: int = 4, val_labels: tuple[int, ...] = (1, 2, 3, 1, 3, 2)) -> None:
+    """The three official archives, in their real formats, with tiny JPEGs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tiles = iter(photo_tiles(len(WNIDS) * train_per_class + len(val_labels)))
+    with tarfile.open(folder / "ILSVRC2012_img_train.tar", "w") as outer:
+        for wnid in WNIDS:
+            inner_buffer = io.BytesIO()
+            with tarfile.open(fileobj=inner_buffer, mode="w") as inner:
+                for i in range(train_per_class):
+                    add_to_tar(inner, f"{wnid}_{i + 1}.JPEG", jpeg_bytes(next(tiles)))
+            add_to_tar(outer, f"{wnid}.tar", inner_buffer.getvalue())
+    with tarfile.open(folder / "ILSVRC2012_img_val.tar", "w") as tar:
+        for i in range(len(val_labels)):
+            add_to_tar(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg_bytes(next(tiles)))
+    # meta.mat: IDs 1..3 are the leaf classes; ID 4 is a parent synset, as in the real devkit.
+    synsets = np.array(
+        [(i + 1, wnid, name, 0) for i, (wnid, name) in enumerate(zip(WNIDS, NAMES))] + [(4, "n00001740", "entity", 3)],
+        dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")],
+    )
+    meta = io.BytesIO()
+    scipy.io.savemat(meta, {"synsets": synsets})
+    truth = "".join(f"{label}\n" for label in val_labels).encode()
+    with tarfile.open(folder / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+        add_to_tar(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue())
+        add_to_tar(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
+
+
+@pytest.fixture
+def imagenet(tmp_path) -> Path:
+    write_archives(tmp_path / "archives")
+    prepare(tmp_path / "archives", tmp_path / "imagenet", log=lambda *_: None)
+    return tmp_path / "imagenet"
+
+
+def test_prepare_makes_the_layout_from_the_official_archives(imagenet):
+    assert sorted(p.name for p in (imagenet / "train").iterdir()) == WNIDS
+    assert [len(list((imagenet / "train" / w).glob("*.JPEG"))) for w in WNIDS] == [4, 4, 4]
+    # val images go to the class the devkit's ground truth names (IDs 1, 2, 3, 1, 3, 2)
+    assert sorted(p.name for p in (imagenet / "val" / WNIDS[0]).glob("*.JPEG")) == [
+        "ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000004.JPEG"]  # fmt: skip
+    lines = (imagenet / "classes.tsv").read_text().splitlines()
+    assert lines[0] == "index\twnid\tname" and lines[1] == f"0\t{WNIDS[0]}\t{NAMES[0]}" and len(lines) == 4
+
+
+def test_prepare_resumes_without_rewriting_and_reports_shortfalls(imagenet, tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in imagenet.rglob("*.JPEG")}
+    written = []
+    result = prepare(tmp_path / "archives", imagenet, log=written.append)
+    assert written == [] and result.problems == [] and (result.train, result.val) == (12, 6)
+    assert {p: p.stat().st_mtime_ns for p in imagenet.rglob("*.JPEG")} == before
+
+    (imagenet / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG").unlink()
+    result = prepare(tmp_path / "archives", imagenet, log=lambda *_: None)
+    assert result.problems == [f"train/{WNIDS[1]}: 3 of 4 images"]
+
+
+def test_prepare_a_subset_and_the_model_must_agree(tmp_path):
+    write_archives(tmp_path / "archives")
+    result = prepare(tmp_path / "archives", tmp_path / "sub", num_classes=2, log=lambda *_: None)
+    assert (result.classes, result.train, result.val, result.problems) == (2, 8, 4, [])
+    dm = ImageNetDataModule(root=str(tmp_path / "sub"), num_classes=1000, image_size=32, resize=40)
+    with pytest.raises(DataError, match="data.num_classes=1000 but .* 2 classes"):
+        dm.setup("fit")
+
+
+def test_prepare_names_missing_archives(tmp_path):
+    result = run_script([str(ROOT / "src" / "prepare_imagenet.py"), "--archives", str(tmp_path), "--root",
+                         str(tmp_path / "out")], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "ILSVRC2012_img_train.tar" in result.stderr
+
+
+def coordinate_image(h: int = 300, w: int = 400) -> torch.Tensor:
+    """uint8 image whose R and G channels encode x and y (mod 256), to locate any crop of it."""
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([x % 256, y % 256, (x // 256) * 100 + (y // 256) * 50]).to(torch.uint8)
+
+
+def position(image: torch.Tensor, row: int, col: int) -> tuple[int, int]:
+    """(y, x) in the original image of a pixel of a ``coordinate_image`` (or a crop of it)."""
+    r, g, b = (int(v) for v in image[:, row, col])
+    return g + 256 * ((b % 100) // 50), r + 256 * (b // 100)
+
+
+def test_paper_training_crop_is_a_227_window_of_the_central_256_square_maybe_mirrored():
+    dm = ImageNetDataModule(root="unused", image_size=227, resize=256)
+    train, _ = dm.transforms()
+    image = coordinate_image(256, 300)  # already 256 on its shorter side
+    centre = TF.center_crop(image, [256, 256])
+    flips = 0
+    for _ in range(20):
+        crop = train(image)
+        assert crop.shape == (3, 227, 227) and crop.dtype == torch.uint8
+        flipped = position(crop, 0, 0)[1] > position(crop, 0, -1)[1]
+        flips += int(flipped)
+        if flipped:
+            crop = TF.horizontal_flip(crop)
+        (y, x), (y0, x0) = position(crop, 0, 0), position(centre, 0, 0)
+        top, left = y - y0, x - x0
+        assert 0 <= top <= 29 and 0 <= left <= 29
+        assert torch.equal(crop, centre[:, top : top + 227, left : left + 227])
+    assert 0 < flips < 20
+
+
+def test_evaluation_takes_the_centre_227_of_the_centre_256():
+    dm = ImageNetDataModule(root="unused", image_size=227, resize=256)
+    _, evaluate = dm.transforms()
+    image = coordinate_image(256, 300)
+    expected = TF.center_crop(TF.center_crop(image, [256, 256]), [227, 227])
+    assert torch.equal(evaluate(image), expected)
+
+
+def test_decode_resizes_the_shorter_side_with_reduced_size_jpeg_decoding(tmp_path):
+    path = tmp_path / "big.JPEG"
+    big = np.asarray(Image.fromarray(load_sample_images().images[0]).resize((1280, 854)))
+    path.write_bytes(jpeg_bytes(big))
+    image = decode(path, shorter_side=256)
+    assert image.shape == (3, 256, 384)
+    reference = TF.pil_to_tensor(Image.open(path).convert("RGB").resize((384, 256), Image.BILINEAR))
+    assert (image.float() - reference.float()).abs().mean() < 6  # same picture, within resize tolerance
+
+
+def test_pca_colour_noise_adds_eigvec_times_alpha_times_eigval_to_every_pixel():
+    images = torch.rand(2, 3, 4, 5)
+    alphas = torch.tensor([[0.1, -0.2, 0.05], [0.0, 0.3, -0.1]])
+    out = lighting(images, std=0.1, alphas=alphas)
+    for b in range(2):
+        shift = sum(PCA_EIGVEC[:, i] * alphas[b, i] * PCA_EIGVAL[i] for i in range(3))
+        torch.testing.assert_close(out[b] - images[b], shift[:, None, None].expand(3, 4, 5))
+
+
+def test_ten_crop_scores_are_the_mean_softmax_of_the_ten_manual_patches():
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=5, input_size=32, stem="cifar", width=0.125, init="kaiming").eval()
+    image = torch.rand(3, 40, 40)
+    s = 32
+    corners = [(0, 0), (0, 40 - s), (40 - s, 0), (40 - s, 40 - s), (4, 4)]  # TL, TR, BL, BR, centre
+    patches = [image[:, top : top + s, left : left + s] for top, left in corners]
+    patches += [p.flip(-1) for p in patches]
+    expected = torch.stack([net(p[None]).softmax(-1)[0] for p in patches]).mean(0)
+    with torch.no_grad():
+        scores = class_scores(net, ten_crop(image, s)[None])
+    torch.testing.assert_close(scores.softmax(-1)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    """One real file of each awkward kind ImageNet has, made from a photo."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = photo_tiles(1, (64, 96))[0]
+    files = {}
+    files["cmyk"] = folder / "cmyk.JPEG"
+    Image.fromarray(pixels).convert("CMYK").save(files["cmyk"], format="JPEG", quality=95)
+    files["png_named_jpeg"] = folder / "n02105855_2933.JPEG"
+    Image.fromarray(pixels).save(files["png_named_jpeg"], format="PNG")
+    files["grey"] = folder / "grey.JPEG"
+    Image.fromarray(pixels).convert("L").save(files["grey"], format="JPEG")
+    files["palette"] = folder / "palette.JPEG"
+    Image.fromarray(pixels).convert("P").save(files["palette"], format="PNG")
+    files["odd_exif"] = folder / "odd_exif.JPEG"
+    data = jpeg_bytes(pixels)
+    garbage_exif = b"\xff\xe1" + (2 + 20).to_bytes(2, "big") + b"Exif\x00\x00" + b"\x00\xff" * 7
+    files["odd_exif"].write_bytes(data[:2] + garbage_exif + data[2:])  # an APP1 segment that is not valid EXIF
+    return files
+
+
+def test_every_awkward_file_kind_decodes_to_rgb(tmp_path):
+    original = torch.from_numpy(photo_tiles(1, (64, 96))[0].copy()).permute(2, 0, 1).float()
+    for kind, path in bad_files(tmp_path).items():
+        image = decode(path, shorter_side=64)
+        assert image.shape == (3, 64, 96) and image.dtype == torch.uint8, kind
+        if kind in ("cmyk", "png_named_jpeg", "odd_exif"):
+            assert (image.float() - original).abs().mean() < 12, kind  # the same picture
+
+
+def small_imagenet(tmp_path: Path, truncated: bool) -> Path:
+    root = tmp_path / "small"
+    tiles = iter(photo_tiles(13))
+    for split, per_class in (("train", 3), ("val", 1)):
+        for wnid in WNIDS:
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                (folder / f"{i}.JPEG").write_bytes(jpeg_bytes(next(tiles)))
+    bad_files(root / "train" / WNIDS[0])  # the awkward-but-valid kinds train fine
+    if truncated:
+        data = jpeg_bytes(next(tiles))
+        (root / "train" / WNIDS[1] / "cut.JPEG").write_bytes(data[: len(data) // 2])
+    return root
+
+
+def test_a_truncated_file_stops_setup_with_its_path(tmp_path):
+    root = small_imagenet(tmp_path, truncated=True)
+    dm = ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40)
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    assert str(root / "train" / WNIDS[1] / "cut.JPEG") in str(err.value) and "bad_images=skip" in str(err.value)
+
+
+def test_skip_leaves_bad_files_out_and_reports_them(tmp_path):
+    root = small_imagenet(tmp_path, truncated=True)
+    (root / "train" / WNIDS[2] / "garbage.JPEG").write_bytes(b"not an image at all")
+    dm = ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40, bad_images="skip")
+    dm.setup("fit")
+    assert len(dm.train_set) == 9 + 5  # 3 per class + the five awkward kinds; the two bad ones are out
+    report = dm.report()["skipped_images"]
+    assert report["count"] == 2 and {Path(p).name for p, _ in report["files"]} == {"cut.JPEG", "garbage.JPEG"}
+    assert all(dm.train_set[i][0].shape == (3, 32, 32) for i in range(len(dm.train_set)))
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = small_imagenet(tmp_path, truncated=False)
+    for path in (root / "val" / WNIDS[2]).iterdir():
+        path.unlink()
+    dm = ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40)
+    with pytest.raises(DataError, match=f"{WNIDS[2]}"):
+        dm.setup("fit")
+
+
+def test_torchvision_weights_and_repo_checkpoints_load_as_tensors_only(tmp_path):
+    reference = torchvision.models.alexnet()
+    torch.save(reference.state_dict(), tmp_path / "alexnet.pth")
+    ours = AlexNet(
+        input_size=224,
+        stem="torchvision",
+        columns=1,
+        channels=(64, 192, 384, 256, 256),
+        norm=None,
+        dropout_position="before",
+        init="torch",
+    )
+    assert load_any_checkpoint(ours, tmp_path / "alexnet.pth") == "torchvision"
+    torch.testing.assert_close(ours.classifier.fc8.weight, reference.classifier[6].weight)
+    torch.save({"not": "weights"}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="neither"):
+        load_any_checkpoint(ours, tmp_path / "other.pth")
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_with_ten_crops(tmp_path):
+    root = small_imagenet(tmp_path, truncated=True)
+    common = [f"data.root={root}", "data.num_classes=3", "data.resize=40", "data.bad_images=skip", "data.batch_size=4",
+              "model=cifar", "model.width=0.125", "trainer.accelerator=cpu"]  # fmt: skip
+    run = run_script([str(ROOT / "src" / "train.py"), "data=imagenet", "debug=smoke", *common], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "finished" and results["skipped_images"]["count"] == 1
+
+    checkpoint = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    for tta in ("center", "tencrop"):
+        result = run_script([str(ROOT / "src" / "eval.py"), f"ckpt_path={checkpoint}", "data=imagenet", f"tta={tta}",
+                             *common], cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"test (3 images, {tta})" in result.stdout
+    evals = sorted((tmp_path / "outputs" / "evals").glob("*/*/eval.json"))
+    summary = json.loads(evals[-1].read_text())
+    assert summary["tta"] == "tencrop" and summary["kind"] == "lightning" and 0 <= summary["err1"] <= 1
+    assert len((evals[-1].parent / "per_class.csv").read_text().splitlines()) == 4
+
+
+def test_ten_crop_on_digits_is_refused_with_a_reason(tmp_path):
+    fake = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}}, fake)
+    result = run_script([str(ROOT / "src" / "eval.py"), f"ckpt_path={fake}", "tta=tencrop"], cwd=tmp_path)
+    assert result.returncode != 0 and "tta=tencrop needs data=imagenet" in result.stderr
