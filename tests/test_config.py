@@ -81,3 +81,16 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(override, message
     with pytest.raises(ConfigError) as err:
         validate(compose_config([override]))
     assert message in str(err.value)
+
+
+def test_imagenet_presets_compose_for_the_papers_run_and_torchvisions_recipe():
+    paper = compose_config(["experiment=paper_imagenet"])
+    assert paper.data._target_.endswith("ImageNetDataModule") and paper.data.recipe == "paper"
+    assert (paper.data.image_size, paper.model.columns, paper.trainer.max_epochs) == (227, 2, 90)
+    torchvision = compose_config(["data=imagenet_torchvision", "model=one_column"])
+    assert (torchvision.data.recipe, torchvision.data.image_size, torchvision.data.pca_std) == ("torchvision", 224, 0)
+
+
+def test_debug_and_experiment_files_override_the_top_level_keys():
+    assert compose_config(["debug=smoke"]).visuals.enabled is False
+    assert compose_config(["experiment=paper_imagenet"]).visuals.neighbour_pool == 100000
