@@ -9,7 +9,7 @@ SWEEP_DIR := outputs/multiruns/sweep-demo_$(shell date +%Y-%m-%d_%H-%M-%S)  # ev
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint summary sweep-demo report prepare-imagenet eval clean
+.PHONY: help install train test lint summary sweep-demo report prepare-imagenet eval bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,8 +29,8 @@ test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 summary: $(STAMP)  ## print the layers, parameters and mult-adds (ARGS="model=paper")
 	$(PY) src/summary.py $(ARGS)
@@ -47,6 +47,9 @@ prepare-imagenet: $(STAMP)  ## ILSVRC-2012 archives -> data layout: make prepare
 
 eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="ckpt_path=<file> data=imagenet tta=tencrop"
 	$(PY) src/eval.py $(ARGS)
+
+bench: $(STAMP)  ## speed benchmarks against their baselines: a table and outputs/bench/latest.json
+	$(PY) -m bench.run $(ARGS)
 
 clean:  ## remove run outputs (outputs/) and caches, keep .venv
 	rm -rf outputs/runs outputs/multiruns .pytest_cache .ruff_cache

@@ -52,3 +52,60 @@ def test_groups_normalise_each_column_on_its_own():
 def test_rejects_windows_that_are_not_odd_and_positive(size):
     with pytest.raises(ValueError, match="odd and positive"):
         LocalResponseNorm(8, size=size)
+
+
+def reference_and_input(dtype=torch.float32):
+    torch.manual_seed(0)
+    x = (torch.randn(4, 24, 9, 9, dtype=dtype) * 20).requires_grad_(True)
+    return x, nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)  # the paper's constants, torch's terms
+
+
+@pytest.mark.parametrize("impl", ["eager", pytest.param("fused", marks=pytest.mark.slow)])
+def test_fast_lrn_matches_torch_forward_and_backward_in_float32(impl):
+    x, reference = reference_and_input()
+    ours = LocalResponseNorm(24, size=5, alpha=1e-4, beta=0.75, k=2.0, impl=impl)
+    grad = torch.randn(4, 24, 9, 9)
+    (expected_dx,) = torch.autograd.grad(reference(x), x, grad)
+    y = ours(x)
+    (dx,) = torch.autograd.grad(y, x, grad)
+    relative = ((y - reference(x)).abs() / reference(x).abs().clamp_min(1e-3)).max()
+    assert relative <= 1e-5
+    torch.testing.assert_close(dx, expected_dx, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])  # 0.75 takes the square-root path, others pow
+def test_fast_lrn_gradient_passes_gradcheck_in_float64(beta):
+    from alexnet.models.fast_lrn import local_response_norm
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 7, 3, 3, dtype=torch.float64) * 10).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 5, 1e-3, beta, 2.0, impl="eager"), (x,))
+
+
+def test_every_impl_gives_the_same_numbers_with_columns():
+    x, _ = reference_and_input(torch.float64)
+    outputs = [LocalResponseNorm(24, groups=2, alpha=1e-3, impl=impl)(x) for impl in ("torch", "eager")]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=0)
+
+
+def test_unknown_impl_is_refused_when_built():
+    with pytest.raises(ValueError, match="LRN impl 'cuda'"):
+        LocalResponseNorm(8, impl="cuda")
+
+
+@pytest.mark.slow
+def test_make_bench_writes_a_ratio_per_benchmark(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "latest.json"
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--only", "lrn", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["machine"]["cores"] >= 1
+    row = data["lrn_vs_batchnorm"]
+    assert row["unit"] == "ms" and row["ratio"] == pytest.approx(row["ours"] / row["baseline"])

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from alexnet.models.fast_lrn import local_response_norm, resolve_impl
 
 NormFactory = Callable[[int, int], nn.Module]
 PoolFactory = Callable[[], nn.Module]
@@ -31,6 +32,10 @@ class LocalResponseNorm(nn.Module):
 
     With ``groups > 1`` the window stays inside each group of channels, as it did on each of the
     paper's two GPUs: a channel of one column is never normalised by the other column.
+
+    ``impl`` picks the code, all with the same numbers: "torch" (``F.local_response_norm``),
+    "eager" (``fast_lrn``'s hand-written gradient), "fused" (the same, compiled into fused
+    kernels) or "auto" (fused on a GPU, eager on a CPU).
     """
 
     def __init__(
@@ -42,6 +47,7 @@ class LocalResponseNorm(nn.Module):
         beta: float = 0.75,
         k: float = 2.0,
         alpha_over_n: bool = False,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         if size < 1 or size % 2 == 0:
@@ -51,6 +57,8 @@ class LocalResponseNorm(nn.Module):
         self.num_channels, self.groups = num_channels, groups
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.alpha_over_n = alpha_over_n
+        self.impl = impl
+        resolve_impl(impl, torch.device("cpu"))  # reject an unknown impl now, not at the first batch
 
     @property
     def torch_alpha(self) -> float:
@@ -58,17 +66,15 @@ class LocalResponseNorm(nn.Module):
         return self.alpha if self.alpha_over_n else self.alpha * self.size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.groups == 1:
-            return F.local_response_norm(x, self.size, self.torch_alpha, self.beta, self.k)
+        alpha = self.torch_alpha / self.size  # what multiplies the plain window sum
         n, c, h, w = x.shape
         grouped = x.reshape(n * self.groups, c // self.groups, h, w)
-        out = F.local_response_norm(grouped, self.size, self.torch_alpha, self.beta, self.k)
-        return out.reshape(n, c, h, w)
+        return local_response_norm(grouped, self.size, alpha, self.beta, self.k, self.impl).reshape(n, c, h, w)
 
     def extra_repr(self) -> str:
         return (
             f"{self.num_channels}, groups={self.groups}, size={self.size}, alpha={self.alpha}, "
-            f"beta={self.beta}, k={self.k}, alpha_over_n={self.alpha_over_n}"
+            f"beta={self.beta}, k={self.k}, alpha_over_n={self.alpha_over_n}, impl={self.impl}"
         )
 
 

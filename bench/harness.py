@@ -1,0 +1,89 @@
+"""Timing and reporting shared by the benchmarks: medians after warm-up, ratios against a baseline
+measured in the same process, a table on the terminal and ``outputs/bench/latest.json``."""
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Result:
+    name: str
+    baseline: float
+    ours: float
+    unit: str  # "ms" (lower is better) or "img/s" (higher is better)
+    target: str  # e.g. "<= 2.0" or ">= 5.0", on the ratio ours / baseline
+    baseline_label: str
+    ours_label: str
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline
+
+    @property
+    def met(self) -> bool:
+        op, value = self.target.split()
+        return self.ratio <= float(value) if op == "<=" else self.ratio >= float(value)
+
+
+def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs, after ``warmup`` runs."""
+    times = []
+    for i in range(warmup + repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+
+
+def report(results: list[Result], path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="make bench: ours against a baseline measured in the same run")
+    for column in ("benchmark", "baseline", "ours", "unit", "ratio", "target", "met"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
+    for r in results:
+        table.add_row(
+            r.name, f"{r.baseline:.2f}", f"{r.ours:.2f}", r.unit, f"{r.ratio:.2f}", r.target, "yes" if r.met else "NO"
+        )
+    console = Console()
+    console.print(table)
+    for r in results:
+        console.print(f"  {r.name}: baseline = {r.baseline_label}; ours = {r.ours_label}")
+    info = machine()
+    console.print(f"  machine: {info}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {r.name: {**asdict(r), "ratio": r.ratio, "met": r.met} for r in results}
+    path.write_text(json.dumps({"machine": info, **payload}, indent=2) + "\n")
+    console.print(f"  wrote {path}")
