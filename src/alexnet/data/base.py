@@ -10,6 +10,8 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
+from alexnet.data.tensor_loader import TensorBatchLoader
+
 
 class DataError(RuntimeError):
     """A dataset that is missing, incomplete or inconsistent with the config."""
@@ -160,6 +162,10 @@ class ImageClassificationDataModule(ClassificationDataModule):
         crop_padding: train augmentation: pad by this many pixels, then crop back at random.
         flip: train augmentation: random horizontal flips.
         mean, std: per-channel normalisation in [0, 1] units; None computes them on train.
+        pipeline: "tensor" (the default): each split as one uint8 tensor, augmented a whole batch at
+            a time (``TensorBatchLoader``); "dataloader": a ``Dataset`` with per-image torchvision
+            transforms and a ``DataLoader``, the reference the tensor pipeline is checked against.
+        seed: fixes the tensor pipeline's order and augmentation (the run's seed).
     """
 
     def __init__(
@@ -175,7 +181,11 @@ class ImageClassificationDataModule(ClassificationDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         pin_memory: bool = True,
+        pipeline: str = "tensor",
+        seed: int = 0,
     ) -> None:
+        if pipeline not in ("tensor", "dataloader"):
+            raise ValueError(f"data.pipeline={pipeline!r}; choose 'tensor' or 'dataloader'")
         super().__init__(num_classes, batch_size, num_workers, pin_memory)
         self.save_hyperparameters(logger=False)
 
@@ -198,6 +208,46 @@ class ImageClassificationDataModule(ClassificationDataModule):
     def evaluation_set(self, split: str) -> ImageTensorDataset:
         dataset = getattr(self, f"{split}_set")
         return ImageTensorDataset(dataset.images, dataset.labels, self.val_set.transform)
+
+    def train_dataloader(self):
+        return (
+            self._tensor_loader(self.train_set, train=True)
+            if self.hparams.pipeline == "tensor"
+            else super().train_dataloader()
+        )
+
+    def val_dataloader(self):
+        return (
+            self._tensor_loader(self.val_set, train=False)
+            if self.hparams.pipeline == "tensor"
+            else super().val_dataloader()
+        )
+
+    def test_dataloader(self):
+        return (
+            self._tensor_loader(self.test_set, train=False)
+            if self.hparams.pipeline == "tensor"
+            else super().test_dataloader()
+        )
+
+    def _tensor_loader(self, dataset: ImageTensorDataset, train: bool) -> TensorBatchLoader:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        images = dataset.images if device.type == "cpu" else self._on_device(dataset, device)
+        return TensorBatchLoader(
+            images, dataset.labels, self.batch_size_per_device, train, self.mean, self.std,
+            size=self.hparams.image_size, padding=self.hparams.crop_padding, flip=self.hparams.flip,
+            seed=self.hparams.seed, rank=trainer.global_rank if trainer else 0, world=trainer.world_size if trainer
+            else 1, epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
+        )  # fmt: skip
+
+    def _on_device(self, dataset: ImageTensorDataset, device: torch.device) -> torch.Tensor:
+        """The split's images on ``device``, copied there once."""
+        cache = self.__dict__.setdefault("_device_images", {})
+        key = (id(dataset), str(device))
+        if key not in cache:
+            cache[key] = dataset.images.to(device)
+        return cache[key]
 
     def transforms(self, native_size: int) -> tuple[v2.Transform, v2.Transform]:
         """(train, eval) transforms from uint8 ``C×H×W`` to a normalised float image."""
