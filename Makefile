@@ -35,7 +35,7 @@ lint: $(STAMP)  ## ruff
 summary: $(STAMP)  ## print the layers, parameters and mult-adds (ARGS="model=paper")
 	$(PY) src/summary.py $(ARGS)
 
-sweep-demo: $(STAMP)  ## the norm × pool ablation sweep on digits (18 jobs, ~10 min on 2 cores), then its report
+sweep-demo: $(STAMP)  ## the norm × pool ablation sweep on digits (18 jobs, ~7 min on 2 cores), then its report
 	$(PY) src/train.py -m experiment=ablation_norm_pool hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
 	  status=$$?; $(PY) src/report.py $(SWEEP_DIR) && exit $$status
 
