@@ -167,8 +167,8 @@ def test_decode_resizes_the_shorter_side_with_reduced_size_jpeg_decoding(tmp_pat
     big = np.asarray(Image.fromarray(load_sample_images().images[0]).resize((1280, 854)))
     path.write_bytes(jpeg_bytes(big))
     image = decode(path, shorter_side=256)
-    assert image.shape == (3, 256, 384)
-    reference = TF.pil_to_tensor(Image.open(path).convert("RGB").resize((384, 256), Image.BILINEAR))
+    assert image.shape == (3, 256, 383)  # 1280 × 256/854, rounded down as torchvision's resize does
+    reference = TF.pil_to_tensor(Image.open(path).convert("RGB").resize((383, 256), Image.BILINEAR))
     assert (image.float() - reference.float()).abs().mean() < 6  # same picture, within resize tolerance
 
 
@@ -315,3 +315,13 @@ def test_ten_crop_on_digits_is_refused_with_a_reason(tmp_path):
     torch.save({"state_dict": {}}, fake)
     result = run_script([str(ROOT / "src" / "eval.py"), f"ckpt_path={fake}", "tta=tencrop"], cwd=tmp_path)
     assert result.returncode != 0 and "tta=tencrop needs data=imagenet" in result.stderr
+
+
+def test_square_decoding_equals_resize_then_centre_crop_within_resize_tolerance(tmp_path):
+    path = tmp_path / "photo.JPEG"
+    path.write_bytes(jpeg_bytes(load_sample_images().images[1]))  # 427×640
+    square = decode(path, shorter_side=256, square=True)
+    reference = TF.center_crop(decode(path, shorter_side=256), [256, 256])
+    assert square.shape == (3, 256, 256)
+    # The two crops differ by under a pixel in where the centre falls, on a detailed photo.
+    assert (square.float() - reference.float()).abs().mean() < 6

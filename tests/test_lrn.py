@@ -109,3 +109,19 @@ def test_make_bench_writes_a_ratio_per_benchmark(tmp_path):
     assert data["machine"]["cores"] >= 1
     row = data["lrn_vs_batchnorm"]
     assert row["unit"] == "ms" and row["ratio"] == pytest.approx(row["ours"] / row["baseline"])
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_script_runs_in_smoke_mode_on_a_cpu(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, "-m", "bench.gpu", "--smoke", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["smoke"] and data["training"]["fp32"]["images_per_s"] > 0 and data["loader_images_per_s"] > 0

@@ -142,3 +142,14 @@ def test_summary_prints_the_papers_totals(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "60,965,224" in result.stdout
     assert "256×6×6" in result.stdout  # conv5 after pooling
+
+
+@pytest.mark.slow
+def test_gpu_throughput_switches_run_and_keep_plain_checkpoint_names(tmp_path, smoke_overrides):
+    cfg = compose_config([*smoke_overrides, "system.channels_last=true", "system.compile=true", "model.width=0.125",
+                          "trainer.benchmark=true"], tmp_path)  # fmt: skip
+    train(cfg)
+    results = read_results(tmp_path)
+    assert results["status"] == "finished"
+    state = torch.load(results["best_checkpoint"], weights_only=True)["state_dict"]
+    assert "net.features.conv1.conv.weight" in state and not any("_orig_mod" in k for k in state)

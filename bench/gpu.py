@@ -1,0 +1,139 @@
+"""GPU throughput in one go (under 5 minutes on one GPU): python -m bench.gpu
+
+- training images/s of model=paper (227, two columns, fast LRN) on synthetic data at batch 512:
+  fp32, then bf16 autocast + channels-last, then the same + torch.compile;
+- the card's measured bf16 matmul rate, and model FLOP utilisation (MFU) of each setting
+  (training FLOPs taken as 3 × 2 × the forward multiply-adds);
+- the fast LRN against torch's (bench/lrn.py), and the tensor-resident loader's images/s.
+
+Target on one H100: >= 20,000 training images/s in bf16. ``--smoke`` runs every step tiny on a
+CPU, so the script is tested where no GPU is. Writes outputs/bench/gpu.json.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from alexnet.data.tensor_loader import TensorBatchLoader
+from alexnet.models import AlexNet
+from alexnet.models.summary import layer_table
+from bench import lrn
+from bench.harness import machine
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def training_rate(
+    device: torch.device, batch: int, steps: int, bf16: bool, channels_last: bool, compile: bool
+) -> float:
+    """Images per second of SGD steps of the paper's network on one synthetic batch."""
+    torch.manual_seed(0)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    net = AlexNet(num_classes=1000).to(device, memory_format=memory)
+    step_net = torch.compile(net) if compile else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    images = torch.randn(batch, 3, 227, 227, device=device).contiguous(memory_format=memory)
+    labels = torch.randint(0, 1000, (batch,), device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(step_net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3 if not compile else 5):  # warm-up (and compiling)
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def matmul_tflops(device: torch.device, n: int) -> float:
+    """Measured bf16 (float32 on a CPU) matrix-multiply rate, TFLOP/s."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    reps = 20 if device.type == "cuda" else 3
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def loader_rate(device: torch.device, images: int, batch: int) -> float:
+    """Images per second of the tensor-resident loader (CIFAR-sized, crop + flip + normalise) on ``device``."""
+    data = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, device=device)
+    loader = TensorBatchLoader(data, torch.zeros(images, dtype=torch.long), batch, train=True, mean=[0.5] * 3,
+                               std=[0.25] * 3, padding=4, flip=True)  # fmt: skip
+    for _ in loader:  # warm-up epoch
+        pass
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    synchronize(device)
+    return images / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device: checks that it runs")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/gpu.json"))
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and not args.smoke:
+        parser.error("no GPU here: run on a GPU machine, or pass --smoke to check the script on a CPU")
+    batch, steps, n = (4, 1, 256) if args.smoke else (512, 20, 8192)
+
+    peak = matmul_tflops(device, n)
+    flops_per_image = 3 * 2 * sum(row.macs for row in layer_table(AlexNet(num_classes=1000), 227))
+    rows = {}
+    settings = [("fp32", False, False, False), ("bf16 + channels-last", True, True, False),
+                ("bf16 + channels-last + compile", True, True, True)]  # fmt: skip
+    for name, bf16, channels_last, compile in settings:
+        if compile and args.smoke:
+            continue  # compiling the whole network takes minutes on a CPU
+        rate = training_rate(device, batch, steps, bf16, channels_last, compile)
+        rows[name] = {"images_per_s": rate, "mfu": rate * flops_per_image / (peak * 1e12)}
+        print(f"{name:32s} {rate:10,.0f} training images/s   MFU {100 * rows[name]['mfu']:.1f}%", flush=True)
+    lrn_rows = {r.name: {"baseline_ms": r.baseline, "ours_ms": r.ours, "ratio": r.ratio} for r in lrn.run(device)}
+    loader = loader_rate(device, 2_048 if args.smoke else 200_000, 64 if args.smoke else 512)
+    print(f"matmul {peak:.1f} TFLOP/s; training FLOPs per image {flops_per_image / 1e9:.2f} G")
+    print(f"fast LRN: {lrn_rows}")
+    print(f"tensor loader: {loader:,.0f} images/s")
+    best_bf16 = max((v["images_per_s"] for k, v in rows.items() if k.startswith("bf16")), default=0.0)
+    print(f"target: >= 20,000 bf16 training images/s on one H100: {best_bf16:,.0f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "smoke": args.smoke,
+                "matmul_tflops": peak,
+                "training": rows,
+                "lrn": lrn_rows,
+                "loader_images_per_s": loader,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""jpeg_pipeline: ImageNet training images per second on one core, ImageFolder + PIL + torchvision
+transforms against this repo's pipeline, both doing the paper's recipe (shorter side 256, centre
+256, random 227 crop, flip, PCA colour noise, normalisation)."""
+
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from sklearn.datasets import load_sample_images
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+
+from alexnet.data import ImageNetDataModule
+from alexnet.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, lighting
+from bench.harness import Result
+
+IMAGES, BATCH = 240, 16
+
+
+def write_image_folder(root: Path, scale: float) -> None:
+    """``IMAGES`` JPEGs cut from scikit-learn's two photos, at ``scale`` × ImageNet's typical 500×375."""
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    size = (round(500 * scale), round(375 * scale))
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i in range(IMAGES if split == "train" else 8):
+            folder = root / split / f"n{i % 4:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            photo = photos[i % 2]
+            x, y = int(rng.integers(0, 140)), int(rng.integers(0, 52))
+            photo.crop((x, y, x + 500, y + 375)).resize(size, Image.BILINEAR).save(folder / f"{i}.JPEG", quality=90)
+
+
+def pca_noise(image: torch.Tensor) -> torch.Tensor:
+    return lighting(image[None], 0.1)[0]
+
+
+def images_per_second(loader, finish=lambda batch: batch) -> float:
+    start, count = time.perf_counter(), 0
+    for batch in loader:
+        images, _ = finish(batch)
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def run(device: torch.device) -> list[Result]:
+    results = []
+    for scale, label in ((1.0, "500×375 (ImageNet's typical size)"), (2.0, "1000×750 (ImageNet's larger photos)")):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            write_image_folder(root, scale)
+            reference = T.Compose([T.Resize(256), T.CenterCrop(256), T.RandomCrop(227), T.RandomHorizontalFlip(),
+                                   T.ToTensor(), pca_noise, T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])  # fmt: skip
+            folder = torchvision.datasets.ImageFolder(str(root / "train"), transform=reference)
+            baseline = images_per_second(DataLoader(folder, batch_size=BATCH, num_workers=0))
+
+            dm = ImageNetDataModule(root=str(root), num_classes=4, image_size=227, batch_size=BATCH, num_workers=0,
+                                    scan=False)  # fmt: skip
+            dm.setup("fit")
+            loader = DataLoader(dm.train_set, batch_size=BATCH, num_workers=0)
+            ours = images_per_second(loader, partial(lighting_and_normalise, dm))
+        results.append(
+            Result(
+                f"jpeg_pipeline_{scale:g}x",
+                baseline,
+                ours,
+                "img/s",
+                ">= 2.0",
+                f"ImageFolder + PIL + torchvision transforms, one core, {label}",
+                "ImageFolderDataset (reduced-size decode, uint8) + batch noise and normalisation",
+            )
+        )
+    return results
+
+
+def lighting_and_normalise(dm: ImageNetDataModule, batch):
+    """What ``on_after_batch_transfer`` does while training: floats, PCA noise, normalisation."""
+    images, labels = batch
+    images = lighting(images.float().div_(255), dm.pca_std)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return (images - mean) / std, labels
