@@ -92,7 +92,7 @@ def test_make_train_runs_the_readme_command(tmp_path):
         "activation": "relu",
         "data": "digits",
     }
-    assert "test/err1" in result.stdout
+    assert "test/err1" in result.stdout and "val top-1/top-5 error" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

@@ -62,9 +62,23 @@ def train(cfg: DictConfig) -> float | None:
         results = {**collect_results(cfg, trainer, run_dir, status, error, time.time() - started), **extra}
         if rank_zero_only.rank == 0:
             write_results(run_dir / "results.json", results)
+            log.info("%s", headline(results))
             log.info("results: %s", run_dir / "results.json")
         finish_wandb(loggers, failed=status != "finished")
     return results["val"]["best"]["err1"] if results["val"]["best"] else None
+
+
+def headline(results: dict[str, Any]) -> str:
+    """One line with the numbers a run is for: val and test top-1/top-5 error."""
+    best, test = results["val"]["best"], results["test"]
+    parts = [f"status {results['status']}"]
+    if best:
+        parts.append(
+            f"val top-1/top-5 error {100 * best['err1']:.2f}% / {100 * best['err5']:.2f}% (best epoch {best['epoch']})"
+        )
+    if test:
+        parts.append(f"test (best checkpoint) {100 * test['err1']:.2f}% / {100 * test['err5']:.2f}%")
+    return "; ".join(parts)
 
 
 def describe(cfg: DictConfig) -> tuple[str, list[str]]:
