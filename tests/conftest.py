@@ -40,3 +40,17 @@ def run_script(args: list[str], cwd: Path, env: dict | None = None, timeout: int
 @pytest.fixture
 def smoke_overrides() -> list[str]:
     return ["debug=smoke", "trainer.accelerator=cpu", "data.batch_size=16"]
+
+
+class PoisonWeightsAt:
+    """A Lightning callback for fault tests: fills conv1's weights with NaN before training step ``step``."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+
+        class _Poison(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                if trainer.global_step == step:
+                    pl_module.net.features.conv1.conv.weight.data.fill_(float("nan"))
+
+        return _Poison()

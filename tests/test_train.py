@@ -153,3 +153,15 @@ def test_gpu_throughput_switches_run_and_keep_plain_checkpoint_names(tmp_path, s
     assert results["status"] == "finished"
     state = torch.load(results["best_checkpoint"], weights_only=True)["state_dict"]
     assert "net.features.conv1.conv.weight" in state and not any("_orig_mod" in k for k in state)
+
+
+def test_a_planted_nan_stops_the_run_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path, smoke_overrides):
+    poison = ["+callbacks.poison._target_=conftest.PoisonWeightsAt", "+callbacks.poison.step=3"]
+    cfg = compose_config([*smoke_overrides, "trainer.max_epochs=3", *poison], tmp_path)
+    with pytest.raises(Exception, match="non-finite loss or gradient at step 3 .epoch 1."):
+        train(cfg)
+    results = read_results(tmp_path)
+    assert results["status"] == "diverged" and "Last good checkpoint" in results["error"]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 2  # end of epoch 0: two steps of two batches
+    assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -34,3 +35,34 @@ class Conv1Filters(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="visuals/conv1_during_training", images=[str(path)], step=trainer.global_step)
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss or gradient."""
+
+
+class DivergenceGuard(L.Callback):
+    """Stop at the first step whose gradients are not finite (a NaN/inf loss makes them so), before
+    the optimiser applies them, so the weights and the checkpoints already written stay good.
+
+    Checks every ``every_n_steps`` steps; each check waits for the step's gradients (on a GPU,
+    a synchronisation), so raise it there if that shows in ``make bench``.
+    """
+
+    def __init__(self, every_n_steps: int = 1) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps:
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads or torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
+            return
+        checkpoint = trainer.checkpoint_callback
+        last = getattr(checkpoint, "last_model_path", "") or "none yet"
+        raise Diverged(
+            f"non-finite loss or gradient at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"the weights were not updated with it. Likely causes: a learning rate too high for this "
+            f"normalisation and init (try a lower optimizer.lr, or norm=batchnorm), or bad input values. "
+            f"Last good checkpoint: {last}"
+        )

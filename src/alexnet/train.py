@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.callbacks import Diverged
 from alexnet.config import validate
 from alexnet.data import per_device_batch_size
 from alexnet.results import read_metrics, summarise, write_results
@@ -30,7 +31,8 @@ def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return the best validation top-1 error (for sweepers).
 
     Whatever happens, the first process writes ``results.json`` into the run directory, with
-    status ``finished``, ``interrupted`` or ``failed`` (and the error), and closes the W&B run.
+    status ``finished``, ``interrupted``, ``diverged`` or ``failed`` (and the error), and closes
+    the W&B run.
     """
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
@@ -53,7 +55,13 @@ def train(cfg: DictConfig) -> float | None:
             extra["visuals"] = visualize_from_config(cfg, system.net, datamodule, run_dir / "visuals", loggers)
         status = "interrupted" if trainer.interrupted else "finished"
     except BaseException as err:
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        status = (
+            "interrupted"
+            if isinstance(err, KeyboardInterrupt)
+            else "diverged"
+            if isinstance(err, Diverged)
+            else "failed"
+        )
         error = f"{type(err).__name__}: {err}"
         raise
     finally:
