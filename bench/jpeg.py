@@ -4,7 +4,6 @@ transforms against this repo's pipeline, both doing the paper's recipe (shorter 
 
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from alexnet.data import ImageNetDataModule
-from alexnet.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, lighting
+from alexnet.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, lighting, to_normalised_floats
 from bench.harness import Result
 
 IMAGES, BATCH = 240, 16
@@ -63,7 +62,7 @@ def run(device: torch.device) -> list[Result]:
                                     scan=False)  # fmt: skip
             dm.setup("fit")
             loader = DataLoader(dm.train_set, batch_size=BATCH, num_workers=0)
-            ours = images_per_second(loader, partial(lighting_and_normalise, dm))
+            ours = images_per_second(loader, lambda batch: (to_normalised_floats(batch[0], 0.1), batch[1]))
         results.append(
             Result(
                 f"jpeg_pipeline_{scale:g}x",
@@ -76,12 +75,3 @@ def run(device: torch.device) -> list[Result]:
             )
         )
     return results
-
-
-def lighting_and_normalise(dm: ImageNetDataModule, batch):
-    """What ``on_after_batch_transfer`` does while training: floats, PCA noise, normalisation."""
-    images, labels = batch
-    images = lighting(images.float().div_(255), dm.pca_std)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (images - mean) / std, labels

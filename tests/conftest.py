@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -42,15 +43,12 @@ def smoke_overrides() -> list[str]:
     return ["debug=smoke", "trainer.accelerator=cpu", "data.batch_size=16"]
 
 
-class PoisonWeightsAt:
-    """A Lightning callback for fault tests: fills conv1's weights with NaN before training step ``step``."""
+class PoisonWeightsAt(L.Callback):
+    """For fault tests: fills conv1's weights with NaN before training step ``step``."""
 
-    def __new__(cls, step: int):
-        import lightning as L
+    def __init__(self, step: int) -> None:
+        self.step = step
 
-        class _Poison(L.Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-                if trainer.global_step == step:
-                    pl_module.net.features.conv1.conv.weight.data.fill_(float("nan"))
-
-        return _Poison()
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            pl_module.net.features.conv1.conv.weight.data.fill_(float("nan"))

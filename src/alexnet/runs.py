@@ -1,4 +1,4 @@
-"""A finished run read back from its directory: its config, its checkpoints, its network."""
+"""A finished run read back from its directory: its config and its checkpoints."""
 
 import json
 from pathlib import Path

@@ -64,15 +64,24 @@ def decode(path: Path, shorter_side: int | None = None, square: bool = False) ->
     return TF.resize(pixels, shorter_side, antialias=True)
 
 
-def lighting(
-    images: torch.Tensor, std: float, generator: torch.Generator | None = None, alphas: torch.Tensor | None = None
-) -> torch.Tensor:
+def lighting(images: torch.Tensor, std: float, alphas: torch.Tensor | None = None) -> torch.Tensor:
     """§4.1's PCA colour noise: add ``eigvec @ (alpha * eigval)`` to every pixel, ``alpha ~ N(0, std)``
     drawn once per image. ``images`` are floats in [0, 1], ``B×3×H×W``."""
     if alphas is None:
-        alphas = torch.randn(images.shape[0], 3, generator=generator, device=images.device) * std
+        alphas = torch.randn(images.shape[0], 3, device=images.device) * std
     shift = (alphas * PCA_EIGVAL.to(images.device)) @ PCA_EIGVEC.to(images.device).T  # B×3
     return images + shift[:, :, None, None]
+
+
+def to_normalised_floats(images: torch.Tensor, pca_std: float = 0.0) -> torch.Tensor:
+    """uint8 batch -> floats in [0, 1], PCA colour noise (when ``pca_std`` > 0, single crops only),
+    then per-channel normalisation: the work done once per batch, on the device."""
+    images = images.float().div_(255)
+    if pca_std > 0 and images.ndim == 4:
+        images = lighting(images, pca_std)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=images.device)[:, None, None]
+    return (images - mean) / std
 
 
 def ten_crop(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -110,8 +119,8 @@ class ImageFolderDataset(Dataset):
         return self.transform(image), self.labels[index]
 
     def raw(self, index: int) -> torch.Tensor:
-        """The image as evaluated (shorter side 256, centre 256×256), uint8, for display."""
-        return TF.center_crop(decode(self.samples[index][0], 256), [256, 256])
+        """The image as evaluated (the central square at 256×256), uint8, for display."""
+        return decode(self.samples[index][0], 256, square=True)
 
 
 def find_bad_images(paths: Sequence[Path], workers: int = 8) -> list[tuple[Path, str]]:
@@ -234,12 +243,8 @@ class ImageNetDataModule(ClassificationDataModule):
         """uint8 batch (``B×3×H×W``, or ``B×10×3×H×W`` for 10 patches) -> normalised floats, on the device;
         PCA colour noise while training."""
         images, labels = batch
-        images = images.float().div_(255)
-        if self.trainer is not None and self.trainer.training and self.pca_std > 0 and images.ndim == 4:
-            images = lighting(images, self.pca_std)
-        mean = torch.tensor(IMAGENET_MEAN, device=images.device)[:, None, None]
-        std = torch.tensor(IMAGENET_STD, device=images.device)[:, None, None]
-        return (images - mean) / std, labels
+        training = self.trainer is not None and self.trainer.training
+        return to_normalised_floats(images, self.pca_std if training else 0.0), labels
 
     def report(self) -> dict:
         """What ``results.json`` records about the data: the files left out."""

@@ -85,7 +85,7 @@ class TensorBatchLoader:
         self.padding, self.flip, self.seed, self.rank, self.world = padding, flip, seed, rank, world
         self.mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-        self._epoch_fn, self._epoch, self._resume_at = epoch, 0, 0
+        self._epoch_fn, self._epoch, self._resume_at, self._position = epoch, 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = epoch
@@ -123,7 +123,7 @@ class TensorBatchLoader:
 
     def state_dict(self) -> dict[str, int]:
         """The position in the current epoch (batches already given out)."""
-        return {"epoch": self.epoch, "batches_done": getattr(self, "_position", 0)}
+        return {"epoch": self.epoch, "batches_done": self._position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume: the next ``iter`` starts after the batches already given out."""
