@@ -4,14 +4,17 @@ Examples:
     python src/train.py                                   # the paper's switches on digits
     python src/train.py norm=batchnorm pool=nonoverlap    # one ablation
     python src/train.py experiment=cifar10 trainer.devices=2
+    python src/train.py resume=outputs/runs/<date>/<time>   # continue a stopped run
 See conf/train.yaml for every group and README.md for the rest.
 """
 
+import sys
 import warnings
 
 import hydra
 from omegaconf import DictConfig
 
+from alexnet.resume import resume_arguments
 from alexnet.train import train
 
 # Lightning 2.6's own pytree helper warns on every run with this torch; nothing for a user to act on.
@@ -24,4 +27,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = resume_arguments(sys.argv[1:])  # resume=<run dir>: the run's own overrides and directory
     main()

@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,18 @@ class PoisonWeightsAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             pl_module.net.features.conv1.conv.weight.data.fill_(float("nan"))
+
+
+class SignalAt(L.Callback):
+    """For fault tests: the process sends itself ``$ALEXNET_TEST_SIGNAL`` (e.g. KILL, TERM) in the
+    middle of training step ``$ALEXNET_TEST_SIGNAL_STEP`` (after the forward pass, before the
+    backward) on rank ``$ALEXNET_TEST_SIGNAL_RANK`` (default 0); ``RAISE`` raises an error there
+    instead. Read from the environment, so a resumed run (started without them) runs through."""
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        name, step = os.environ.get("ALEXNET_TEST_SIGNAL"), os.environ.get("ALEXNET_TEST_SIGNAL_STEP")
+        rank = int(os.environ.get("ALEXNET_TEST_SIGNAL_RANK", "0"))
+        if name and step is not None and trainer.global_step == int(step) and trainer.global_rank == rank:
+            if name == "RAISE":
+                raise RuntimeError(f"planted error on rank {rank} at step {step}")
+            os.kill(os.getpid(), getattr(signal, f"SIG{name}"))

@@ -162,6 +162,6 @@ def test_a_planted_nan_stops_the_run_at_that_step_and_keeps_the_last_good_checkp
         train(cfg)
     results = read_results(tmp_path)
     assert results["status"] == "diverged" and "Last good checkpoint" in results["error"]
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["global_step"] == 2  # end of epoch 0: two steps of two batches
+    state = torch.load(tmp_path / "checkpoints" / "resume.ckpt", weights_only=True)
+    assert state["global_step"] == 2  # saved at the start of epoch 1, after two steps
     assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())

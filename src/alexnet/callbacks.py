@@ -58,11 +58,16 @@ class DivergenceGuard(L.Callback):
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if not grads or torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
             return
-        checkpoint = trainer.checkpoint_callback
-        last = getattr(checkpoint, "last_model_path", "") or "none yet"
+        run_dir = Path(trainer.default_root_dir)
+        last_good = run_dir / "checkpoints" / "resume.ckpt"
+        after = (
+            f"Last good checkpoint: {last_good}; continue from it with: "
+            f"python src/train.py resume={run_dir} optimizer.lr=<lower>"
+            if last_good.is_file()
+            else "No checkpoint was written yet."
+        )
         raise Diverged(
             f"non-finite loss or gradient at step {trainer.global_step} (epoch {trainer.current_epoch}); "
             f"the weights were not updated with it. Likely causes: a learning rate too high for this "
-            f"normalisation and init (try a lower optimizer.lr, or norm=batchnorm), or bad input values. "
-            f"Last good checkpoint: {last}"
+            f"normalisation and init (try a lower optimizer.lr, or norm=batchnorm), or bad input values. {after}"
         )

@@ -1,10 +1,14 @@
 """Loggers: a metrics CSV in every run directory, and Weights & Biases offline unless logged in."""
 
+import csv
 import netrc
 import os
+from pathlib import Path
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -33,3 +37,32 @@ def wandb_mode(mode: str = "auto") -> str:
 def wandb_logger(mode: str = "auto", **kwargs) -> WandbLogger:
     """Lightning's ``WandbLogger`` with ``mode`` resolved by :func:`wandb_mode`."""
     return WandbLogger(mode=wandb_mode(mode), **kwargs)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger``; with ``keep_rows``, it continues an existing ``metrics.csv`` after
+    its first ``keep_rows`` rows (those written before the checkpoint a run resumes from) instead of
+    starting the file again, so a resumed run's file has every step once."""
+
+    def __init__(self, *args, keep_rows: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_rows = keep_rows
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self._keep_rows is not None:
+            path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+            header, rows = [], []
+            if path.is_file():
+                with open(path, newline="") as f:
+                    reader = csv.DictReader(f)
+                    header, rows = list(reader.fieldnames or []), list(reader)[: self._keep_rows]
+            self._experiment = ExperimentWriter(log_dir=self.log_dir)  # deletes the old file
+            if header:
+                with open(path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=header)
+                    writer.writeheader()
+                    writer.writerows(rows)
+                self._experiment.metrics_keys = header
+        return super().experiment

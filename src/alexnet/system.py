@@ -6,7 +6,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 MONITOR = "val/err1"  # what the LR schedule watches and the checkpoint keeps the best of (§5)
@@ -30,6 +30,10 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
             "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
         }
     )
+
+
+def metrics_of(module: nn.Module) -> list[Metric]:
+    return [m for m in module.modules() if isinstance(m, Metric)]
 
 
 class ClassificationSystem(L.LightningModule):
@@ -74,6 +78,9 @@ class ClassificationSystem(L.LightningModule):
             setattr(self, f"{split}_acc", metrics.clone(prefix=f"{split}/"))
             setattr(self, f"{split}_loss", MeanMetric())
         self.val_acc1_best = MaxMetric()
+        self._lr_logged_for = -1
+        for metric in metrics_of(self):
+            metric.persistent(True)  # in checkpoints: a run resumed mid-epoch ends with the same numbers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_net(x)
@@ -82,11 +89,13 @@ class ClassificationSystem(L.LightningModule):
         # The sanity check's validation batches must not count as the best epoch.
         self.val_acc1_best.reset()
 
-    def on_train_epoch_start(self) -> None:
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log("train/lr", lr, on_step=False, on_epoch=True, sync_dist=True)  # same everywhere; silences a warning
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self._lr_logged_for != self.current_epoch:  # once an epoch (the first batch, or the first after a resume)
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log(
+                "train/lr", lr, on_step=False, on_epoch=True, sync_dist=True
+            )  # same everywhere; silences a warning
+            self._lr_logged_for = self.current_epoch
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -3,8 +3,11 @@
 ``src/train.py`` wraps :func:`train` in ``@hydra.main``; tests call it with a composed config.
 """
 
+import atexit
 import logging
+import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +16,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks import Diverged
-from alexnet.config import validate
+from alexnet.config import ConfigError, validate
 from alexnet.data import per_device_batch_size
 from alexnet.results import read_metrics, summarise, write_results
+from alexnet.resume import ResumeCheckpoint, checkpoint_extras, reconcile_config, resume_checkpoint
 from alexnet.visualize import visualize_from_config
 
 log = logging.getLogger(__name__)
@@ -30,50 +36,88 @@ ABLATION_AXES = ("model", "norm", "pool", "dropout", "activation", "data")
 def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return the best validation top-1 error (for sweepers).
 
-    Whatever happens, the first process writes ``results.json`` into the run directory, with
-    status ``finished``, ``interrupted``, ``diverged`` or ``failed`` (and the error), and closes
-    the W&B run.
+    With ``cfg.resume`` (a run directory, set by ``src/train.py resume=<run dir>``), continue that
+    run from its resume checkpoint instead of starting one.
+
+    Whatever happens, the process that can writes ``results.json`` into the run directory, with
+    status ``finished``, ``interrupted``, ``preempted`` (SIGTERM/SIGUSR1: exit code 128 + signal,
+    ready for ``resume=``), ``diverged`` or ``failed`` (and the error), and closes the W&B run.
     """
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
     status, error, trainer, datamodule, loggers, extra = "running", None, None, None, [], {}
     try:
         validate(cfg)
+        ckpt_path, keep_rows = cfg.ckpt_path, None
+        if cfg.resume:
+            ckpt_path, keep_rows = prepare_resume(cfg, run_dir)
         L.seed_everything(cfg.seed, workers=True)
         datamodule: L.LightningDataModule = instantiate(cfg.data)
         system: L.LightningModule = instantiate(cfg.system, net=instantiate(cfg.model))
         name, tags = describe(cfg)
-        loggers = build_loggers(cfg, name, tags)
+        loggers = build_loggers(cfg, name, tags, run_dir, keep_rows)
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
         per_device_batch_size(cfg.data.batch_size, trainer.world_size)  # fail now, not after loading data
 
-        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(system, datamodule=datamodule, ckpt_path=best or None)  # loads the best weights into system
         if cfg.visuals.enabled and trainer.is_global_zero and not trainer.interrupted:
             extra["visuals"] = visualize_from_config(cfg, system.net, datamodule, run_dir / "visuals", loggers)
         status = "interrupted" if trainer.interrupted else "finished"
+    except SIGTERMException as err:
+        status, error = "preempted", f"stopped by signal; continue with: python src/train.py resume={run_dir}"
+        resume = next((c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None) if trainer else None
+        raise SystemExit(resume.exit_code if resume else 128 + signal.SIGTERM) from err
     except BaseException as err:
-        status = (
-            "interrupted"
-            if isinstance(err, KeyboardInterrupt)
-            else "diverged"
-            if isinstance(err, Diverged)
-            else "failed"
+        interrupted = isinstance(err, KeyboardInterrupt) or (
+            isinstance(err, SystemExit) and trainer and trainer.interrupted
         )
+        status = "interrupted" if interrupted else "diverged" if isinstance(err, Diverged) else "failed"
         error = f"{type(err).__name__}: {err}"
+        stop_other_processes(trainer)
         raise
     finally:
         if datamodule is not None:
             extra.update(datamodule.report())
         results = {**collect_results(cfg, trainer, run_dir, status, error, time.time() - started), **extra}
-        if rank_zero_only.rank == 0:
+        # Rank 0 writes; a failing rank writes too, since rank 0 is then stopped before it can.
+        if rank_zero_only.rank == 0 or status == "failed":
             write_results(run_dir / "results.json", results)
             log.info("%s", headline(results))
             log.info("results: %s", run_dir / "results.json")
         finish_wandb(loggers, failed=status != "finished")
     return results["val"]["best"]["err1"] if results["val"]["best"] else None
+
+
+def prepare_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path, int | None]:
+    """Check a resumed run's config against the one it started with, and find its checkpoint;
+    return (checkpoint, metrics-CSV rows to keep)."""
+    if cfg.ckpt_path:
+        raise ConfigError(f"resume={cfg.resume} and ckpt_path={cfg.ckpt_path}: resume continues the run's own "
+                          f"checkpoint; drop ckpt_path (or drop resume to start a new run from ckpt_path)")  # fmt: skip
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+    new = [o for o in (hydra.overrides.task if hydra else []) if o not in saved and not o.startswith("resume=")]
+    changed = reconcile_config(cfg, run_dir, new)
+    if changed:
+        log.warning("conf/ changed since this run started; keeping the run's own values of: %s", ", ".join(changed))
+    checkpoint = resume_checkpoint(run_dir)
+    extras = checkpoint_extras(checkpoint)
+    log.info("Resuming %s from %s (step %s)%s", run_dir, checkpoint, extras["global_step"],
+             f" with {' '.join(new)}" if new else "")  # fmt: skip
+    return checkpoint, extras["csv_rows"]
+
+
+def stop_other_processes(trainer: L.Trainer | None) -> None:
+    """After an error on rank 0 under Lightning's own DDP launcher, kill the other processes as this
+    one exits (after its results and traceback are out): they could otherwise wait in a collective
+    for the process-group timeout. (An error on another rank stops rank 0 through Lightning's
+    process observer or a broken connection; under torchrun, torchrun stops them all.)"""
+    launcher = trainer.strategy.launcher if trainer is not None else None
+    if isinstance(launcher, _SubprocessScriptLauncher) and trainer.is_global_zero:
+        atexit.register(launcher.kill, signal.SIGKILL)
 
 
 def headline(results: dict[str, Any]) -> str:
@@ -110,17 +154,34 @@ def describe(cfg: DictConfig) -> tuple[str, list[str]]:
     return name, tags
 
 
-def build_loggers(cfg: DictConfig, name: str, tags: list[str]) -> list[Logger]:
+def build_loggers(
+    cfg: DictConfig, name: str, tags: list[str], run_dir: Path, keep_rows: int | None = None
+) -> list[Logger]:
+    """The configured loggers; a resumed run continues its metrics CSV after ``keep_rows`` rows
+    and its W&B run (the id is kept in ``<run dir>/wandb/run-id``)."""
     loggers = []
     for key, logger_cfg in cfg.logger.items():
         if logger_cfg is None:
             continue
-        extra = {"name": name, "tags": tags} if key == "wandb" else {}
+        extra: dict[str, Any] = {}
+        if key == "wandb":
+            extra = {"name": name, "tags": tags, "id": wandb_run_id(run_dir), "resume": "allow"}
+        elif key == "csv" and keep_rows is not None:
+            extra = {"keep_rows": keep_rows}
         loggers.append(instantiate(logger_cfg, **extra))
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(hyperparameters)
     return loggers
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """This run directory's W&B run id, made on first use and kept, so a resumed run logs to the same run."""
+    path = run_dir / "wandb" / "run-id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(uuid.uuid4().hex[:8] + "\n")
+    return path.read_text().strip()
 
 
 def finish_wandb(loggers: list[Logger], failed: bool) -> None:

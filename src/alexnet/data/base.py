@@ -239,6 +239,8 @@ class ImageClassificationDataModule(ClassificationDataModule):
             size=self.hparams.image_size, padding=self.hparams.crop_padding, flip=self.hparams.flip,
             seed=self.hparams.seed, rank=trainer.global_rank if trainer else 0, world=trainer.world_size if trainer
             else 1, epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
+            progress=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed) if trainer is not None
+            and train else None,
         )  # fmt: skip
 
     def _on_device(self, dataset: ImageTensorDataset, device: torch.device) -> torch.Tensor:

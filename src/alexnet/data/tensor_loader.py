@@ -60,6 +60,9 @@ class TensorBatchLoader:
         seed: fixes the order and the augmentation of every epoch.
         rank, world: this process's shard.
         epoch: a callable giving the current epoch (the trainer's); else ``set_epoch``.
+        progress: a callable giving the batches of this epoch already trained on (the trainer's
+            count), recorded by ``state_dict``; else the batches given out, which runs ahead of
+            training when the trainer prefetches.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class TensorBatchLoader:
         rank: int = 0,
         world: int = 1,
         epoch: Callable[[], int] | None = None,
+        progress: Callable[[], int] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError("images must be one uint8 N×C×H×W tensor")
@@ -85,7 +89,9 @@ class TensorBatchLoader:
         self.padding, self.flip, self.seed, self.rank, self.world = padding, flip, seed, rank, world
         self.mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-        self._epoch_fn, self._epoch, self._resume_at, self._position = epoch, 0, 0, 0
+        self._epoch_fn, self._epoch, self._progress_fn = epoch, 0, progress
+        self._position = 0
+        self._resume: dict[str, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = epoch
@@ -110,7 +116,8 @@ class TensorBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self.shard().to(self.images.device)
-        epoch, start, self._resume_at = self.epoch, self._resume_at, 0
+        epoch, resume, self._resume = self.epoch, self._resume, None
+        start = resume["batches_done"] if resume and resume["epoch"] == epoch else 0
         for b in range(start, -(-len(indices) // self.batch_size)):
             index = indices[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[index]
@@ -122,9 +129,10 @@ class TensorBatchLoader:
             yield (images.float().div_(255) - self.mean) / self.std, self.labels[index]
 
     def state_dict(self) -> dict[str, int]:
-        """The position in the current epoch (batches already given out)."""
-        return {"epoch": self.epoch, "batches_done": self._position}
+        """The position in the current epoch: batches done (see ``progress``)."""
+        done = self._progress_fn() if self._progress_fn is not None else self._position
+        return {"epoch": self.epoch, "batches_done": done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume: the next ``iter`` starts after the batches already given out."""
-        self._resume_at = state["batches_done"]
+        """Resume: if the next ``iter`` is in the same epoch, it starts after the batches done."""
+        self._resume = dict(state)

@@ -1,0 +1,188 @@
+"""Fault injection on real processes: kills, signals, errors on one rank, crashes mid-write.
+
+Each run is ``python src/train.py`` in a subprocess; ``conftest.SignalAt`` makes the process send
+itself a real signal (or raise) in the middle of a chosen training step.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.resume import AtomicCheckpointIO, resume_arguments
+from conftest import ROOT, run_script
+
+TRAIN = str(ROOT / "src" / "train.py")
+# Three epochs of eight steps, a resume checkpoint every three steps and at each epoch start.
+RUN = [
+    "trainer.accelerator=cpu", "data.batch_size=64", "model.width=0.25", "logger=csv", "visuals.enabled=false",
+    "trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+    "callbacks.model_summary=null", "callbacks.progress_bar=null", "callbacks.conv1_filters=null",
+    "callbacks.resume_checkpoint.every_n_steps=3", "+callbacks.signal._target_=conftest.SignalAt",
+]  # fmt: skip
+TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "disabled"}
+
+
+def train_cli(args: list[str], cwd: Path, fault: tuple[str, int] | None = None, env: dict | None = None, rank=0):
+    extra = {**TESTS_ON_PATH, **(env or {})}
+    if fault:
+        extra.update(ALEXNET_TEST_SIGNAL=fault[0], ALEXNET_TEST_SIGNAL_STEP=str(fault[1]),
+                     ALEXNET_TEST_SIGNAL_RANK=str(rank))  # fmt: skip
+    return run_script([TRAIN, *args], cwd=cwd, env=extra)
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same final weights (``resume.ckpt`` holds the state at the end), the same metrics file, the
+    same results (bar times and paths)."""
+    wa, wb = weights(a / "checkpoints" / "resume.ckpt"), weights(b / "checkpoints" / "resume.ckpt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "csv" / "metrics.csv").read_text() == (b / "csv" / "metrics.csv").read_text()
+    ra, rb = results(a), results(b)
+    for key in ("status", "epochs", "val", "test", "history"):
+        assert ra[key] == rb[key], key
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    result = train_cli([*RUN, "hydra.run.dir=run"], cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "run"
+
+
+def finish(run_dir: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = train_cli([f"resume={run_dir}", *extra], cwd)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def test_sigkill_mid_epoch_then_resume_ends_as_if_never_interrupted(tmp_path, uninterrupted):
+    killed = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("KILL", 13))
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "results.json").exists()  # nothing ran after the kill
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 12
+
+    result = finish(run_dir, tmp_path)
+    assert "Resuming" in result.stderr + result.stdout
+    assert_same_run(uninterrupted, run_dir)
+    assert results(run_dir)["run_dir"] == str(run_dir.resolve())
+
+
+def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, uninterrupted):
+    stopped = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("TERM", 5))
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    assert results(run_dir)["status"] == "preempted" and "resume=" in results(run_dir)["error"]
+    # Lightning stops at the end of the step in which the signal came: step 5 done, 6 steps.
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 6
+    finish(run_dir, tmp_path)
+    assert_same_run(uninterrupted, run_dir)
+
+
+def test_an_error_checkpoints_the_state_before_its_batch_and_says_failed(tmp_path, uninterrupted):
+    failed = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("RAISE", 10))
+    assert failed.returncode != 0
+    assert "planted error on rank 0 at step 10" in failed.stderr
+    run_dir = tmp_path / "run"
+    assert results(run_dir)["status"] == "failed" and "planted error" in results(run_dir)["error"]
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 10
+    finish(run_dir, tmp_path)
+    assert_same_run(uninterrupted, run_dir)
+
+
+def test_resume_takes_new_overrides_and_keeps_the_runs_own_config(tmp_path):
+    stopped = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("TERM", 5))
+    assert stopped.returncode == 143
+    run_dir = tmp_path / "run"
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    finish(run_dir, tmp_path, "trainer.max_epochs=4")
+    assert results(run_dir)["epochs"] == 4
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == saved  # the run's record stays as it started
+
+
+def test_slurm_sigusr1_requeues_and_the_requeued_job_resumes_its_directory(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "alexnet", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for var in ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_ARRAY_JOB_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(var, raising=False)
+    stopped = train_cli(RUN, tmp_path, fault=("USR1", 4), env=slurm)
+    assert stopped.returncode == 128 + signal.SIGUSR1, stopped.stderr[-3000:]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    run_dir = tmp_path / "outputs" / "runs" / "slurm-4242"
+    assert results(run_dir)["status"] == "preempted"
+
+    # The requeued job runs the same command; SLURM_RESTART_COUNT says it is a restart.
+    again = train_cli(RUN, tmp_path, env={**slurm, "SLURM_RESTART_COUNT": "1"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert results(run_dir)["status"] == "finished" and results(run_dir)["epochs"] == 3
+    assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == ["slurm-4242"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [1, 0])
+def test_an_error_on_one_of_two_ddp_processes_stops_both_quickly(tmp_path, rank):
+    marker = f"run-{os.getpid()}-ddp-fault-{rank}"
+    args = [*RUN, "trainer.devices=2", "data.batch_size=32", f"hydra.run.dir={marker}"]
+    started = time.monotonic()
+    failed = train_cli(args, tmp_path, fault=("RAISE", 3), rank=rank)
+    elapsed = time.monotonic() - started
+    assert failed.returncode == 1
+    assert f"planted error on rank {rank} at step 3" in failed.stderr
+    assert elapsed < 120, f"took {elapsed:.0f} s to stop"  # bounded by seconds, not the 30-minute collective timeout
+    time.sleep(1)
+    leftover = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert not leftover, f"orphan processes: {leftover}"
+    assert results(tmp_path / marker)["status"] == "failed"
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(tmp_path):
+    path = tmp_path / "resume.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+    # A process that starts writing a new checkpoint and is SIGKILLed half-way through.
+    script = f"""
+import os, signal, torch
+from alexnet.resume import AtomicCheckpointIO
+def half_then_die(obj, f, *a, **k):
+    f.write(b"PK\\x03\\x04" + b"x" * 100_000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = half_then_die
+AtomicCheckpointIO().save_checkpoint({{"global_step": 2, "w": torch.zeros(3)}}, {str(path)!r})
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL
+    state = torch.load(path, weights_only=True)
+    assert state["global_step"] == 1 and torch.equal(state["w"], torch.ones(3))
+
+
+def test_resume_of_a_directory_that_is_not_a_run_says_what_to_pass(tmp_path):
+    with pytest.raises(SystemExit, match="resume=nowhere: .*overrides.yaml not found"):
+        resume_arguments(["resume=nowhere"])
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- norm=batchnorm\n- resume=old\n")
+    assert resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=9"]) == [
+        "norm=batchnorm",
+        "trainer.max_epochs=9",
+        f"resume={tmp_path.resolve()}",
+        f"hydra.run.dir={tmp_path.resolve()}",
+        "hydra.output_subdir=null",
+    ]
