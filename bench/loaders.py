@@ -72,8 +72,8 @@ def run(device: torch.device) -> list[Result]:
         loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=True)
         baseline = images_per_second(loader)
 
-        dm = CIFARDataModule(name="cifar10", root=str(root), download=False, num_classes=10, image_size=32,
-                             batch_size=BATCH, val_size=5000, mean=MEAN, std=STD)  # fmt: skip
+        dm = CIFARDataModule(name="cifar10", root=str(root), download=False, checksum=False, num_classes=10,
+                             image_size=32, batch_size=BATCH, val_size=5000, mean=MEAN, std=STD)  # fmt: skip
         dm.setup("fit")
         ours = images_per_second(dm._tensor_loader(dm.train_set, train=True))
     return [

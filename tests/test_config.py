@@ -75,6 +75,20 @@ def test_unknown_key_is_refused():
         ("data.batch_size=0", "data.batch_size=0 is not allowed: a positive integer"),
         ("optimizer.lr=0", "optimizer.lr=0"),
         ("data.num_classes=1", "data.num_classes=1"),
+        ("data.num_classes=12", "data.num_classes=12 is not allowed: 10, the dataset's class count"),
+        ("model.num_classes=7", "model.num_classes=7 is not allowed: data.num_classes=10, the data"),
+        ("data.image_size=64", "data.image_size=64 is not allowed: model.input_size=32: fc6 is sized for that"),
+        (
+            "model.input_size=8",
+            "too small for model.stem=cifar and its pools (the feature map vanishes); "
+            "the smallest input that works is 15",
+        ),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 is not allowed: a positive integer"),
+        ("trainer.precision=fp16", "trainer.precision='fp16' is not allowed: one of"),
+        ("data.pipeline=fast", "data.pipeline='fast' is not allowed: tensor or dataloader"),
+        ("data.num_workers=-1", "data.num_workers=-1 is not allowed"),
+        ("callbacks.resume_checkpoint.every_n_steps=-5", "every_n_steps=-5 is not allowed: an integer >= 0"),
+        ("seed=abc", "seed='abc' is not allowed: an integer"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(override, message):

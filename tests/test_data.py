@@ -105,6 +105,7 @@ def test_cifar_reads_the_official_pickle_format(tmp_path, name, classes, train_i
         name=name,
         root=str(tmp_path),
         download=False,
+        checksum=False,  # a small copy in the official format, not the official files
         num_classes=classes,
         image_size=32,
         val_size=classes,
@@ -134,6 +135,27 @@ def test_cifar_missing_files_name_the_path_and_the_fix(tmp_path):
     assert "cifar-10-python.tar.gz" in message and "data.root" in message
 
 
+def test_cifar_files_that_are_not_the_official_ones_are_refused_before_training(tmp_path):
+    write_cifar(tmp_path, "cifar10")  # right names and format, other contents
+    dm = CIFARDataModule(name="cifar10", root=str(tmp_path), download=False, num_classes=10, image_size=32)
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    message = str(err.value)
+    assert f"{tmp_path / 'cifar-10-batches-py' / 'data_batch_1'} is not the official cifar10 file" in message
+    assert "c99cafc152244af753f735de768cd75f" in message and "data.checksum=false" in message
+
+
+def test_a_truncated_cifar_file_names_the_folder_and_the_fix(tmp_path):
+    write_cifar(tmp_path, "cifar10")
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:1000])
+    dm = CIFARDataModule(name="cifar10", root=str(tmp_path), download=False, checksum=False, num_classes=10,
+                         image_size=32)  # fmt: skip
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    assert f"{batch} is not a readable CIFAR file" in str(err.value) and "Fix: put the extracted" in str(err.value)
+
+
 def test_cifar_download_without_network_gives_a_clear_error(tmp_path, monkeypatch):
     import torchvision.datasets.utils as tv_utils
 
@@ -149,7 +171,13 @@ def test_cifar_download_without_network_gives_a_clear_error(tmp_path, monkeypatc
 def test_wrong_class_count_is_caught(tmp_path):
     write_cifar(tmp_path, "cifar10")
     dm = CIFARDataModule(
-        name="cifar10", root=str(tmp_path), download=False, num_classes=100, image_size=32, val_size=10
+        name="cifar10",
+        root=str(tmp_path),
+        download=False,
+        checksum=False,
+        num_classes=100,
+        image_size=32,
+        val_size=10,
     )
     with pytest.raises(DataError, match="data.num_classes=10"):
         dm.setup("fit")

@@ -28,11 +28,18 @@ LAYOUTS = {
 ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
 
 
+def unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise DataError(f"{path} is not a readable CIFAR file ({type(err).__name__}: {err})") from err
+
+
 def read_batches(paths: list[Path], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for path in paths:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+        batch = unpickle(path)
         images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch[label_key])
     return torch.from_numpy(np.concatenate(images)), torch.as_tensor(labels, dtype=torch.long)
@@ -41,11 +48,13 @@ def read_batches(paths: list[Path], label_key: str) -> tuple[torch.Tensor, torch
 class CIFARDataModule(ImageClassificationDataModule):
     """CIFAR-10/100: validation carved out of train with a fixed seed; test is the test set."""
 
-    def __init__(self, name: str = "cifar10", root: str = "data", download: bool = True, **kwargs) -> None:
+    def __init__(
+        self, name: str = "cifar10", root: str = "data", download: bool = True, checksum: bool = True, **kwargs
+    ) -> None:
         if name not in LAYOUTS:
             raise ValueError(f"unknown CIFAR dataset {name!r}; choose one of {sorted(LAYOUTS)}")
         super().__init__(**kwargs)
-        self.name, self.root, self.download = name, Path(root), download
+        self.name, self.root, self.download, self.checksum = name, Path(root), download, checksum
 
     @property
     def folder(self) -> Path:
@@ -70,16 +79,40 @@ class CIFARDataModule(ImageClassificationDataModule):
         missing = self.missing_files()
         if missing:
             raise DataError(f"{self.name} is incomplete: missing {', '.join(map(str, missing))}\n{self._how_to_fix()}")
+        if self.checksum:
+            self.verify()
         _, train, test, meta, label_key, names_key = LAYOUTS[self.name]
-        with open(self.folder / meta, "rb") as f:
-            self.class_names = list(pickle.load(f, encoding="latin1")[names_key])
-        train_x, train_y = read_batches([self.folder / f for f in train], label_key)
-        test_x, test_y = read_batches([self.folder / f for f in test], label_key)
+        try:
+            self.class_names = list(unpickle(self.folder / meta)[names_key])
+            train_x, train_y = read_batches([self.folder / f for f in train], label_key)
+            test_x, test_y = read_batches([self.folder / f for f in test], label_key)
+        except DataError as err:
+            raise DataError(f"{err}\n{self._how_to_fix()}") from err
         return train_x, train_y, test_x, test_y
+
+    def verify(self) -> None:
+        """Compare every file's MD5 with the official one (torchvision's list): under a second."""
+        from torchvision.datasets import CIFAR10, CIFAR100
+        from torchvision.datasets.utils import calculate_md5
+
+        official = CIFAR10 if self.name == "cifar10" else CIFAR100
+        for filename, md5 in [
+            *official.train_list,
+            *official.test_list,
+            (official.meta["filename"], official.meta["md5"]),
+        ]:
+            path = self.folder / filename
+            found = calculate_md5(str(path))
+            if found != md5:
+                raise DataError(
+                    f"{path} is not the official {self.name} file (MD5 {found}, expected {md5}): it is corrupt, "
+                    f"truncated or from another copy.\n{self._how_to_fix()} For a copy of your own in the same "
+                    f"format, data.checksum=false skips this check."
+                )
 
     def _how_to_fix(self) -> str:
         return (
             f"Fix: put the extracted {ARCHIVES[self.name]} (https://www.cs.toronto.edu/~kriz/cifar.html) "
             f"in {self.root}, so that {self.folder} exists, or point data.root at your copy; "
-            "with network access, data.download=true fetches it."
+            f"with network access, delete {self.folder} and data.download=true fetches it again."
         )
