@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from alexnet.resume import AtomicCheckpointIO, resume_arguments
-from conftest import ROOT, run_script
+from alexnet.resume import AtomicCheckpointIO, reconcile_config, resume_arguments
+from conftest import ROOT, compose_config, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
 # Three epochs of eight steps, a resume checkpoint every three steps and at each epoch start.
@@ -186,3 +187,17 @@ def test_resume_of_a_directory_that_is_not_a_run_says_what_to_pass(tmp_path):
         f"hydra.run.dir={tmp_path.resolve()}",
         "hydra.output_subdir=null",
     ]
+
+
+def test_a_resumed_run_keeps_its_own_values_where_conf_changed_since(tmp_path):
+    started_with = compose_config(["norm=lrn"])
+    (tmp_path / ".hydra").mkdir()
+    saved = OmegaConf.masked_copy(started_with, [k for k in started_with if k != "hydra"])
+    saved.optimizer.momentum = 0.8  # conf/ said 0.8 when the run started
+    saved.trainer.max_epochs = 5
+    OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
+
+    now = compose_config(["norm=lrn", "trainer.max_epochs=7"])  # conf/ says 0.9 now; max_epochs is asked for
+    changed = reconcile_config(now, tmp_path, ["trainer.max_epochs=7"])
+    assert changed == ["optimizer.momentum"]
+    assert now.optimizer.momentum == 0.8 and now.trainer.max_epochs == 7

@@ -67,35 +67,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.close(directory)
 
 
-def rng_states() -> dict[str, Any]:
-    """Every random number generator's state, as tensors and plain values (``weights_only``-loadable)."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+def rng_states(cuda: bool, torch_only: bool = False) -> dict[str, Any]:
+    """The random number generators' states, as tensors and plain values (``weights_only``-loadable):
+    torch's (and with ``cuda``, each GPU's), and unless ``torch_only``, numpy's and Python's. A
+    training step draws from torch's alone, which costs about a microsecond to copy."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if cuda:
         states["cuda"] = torch.cuda.get_rng_state_all()
+    if not torch_only:
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        states["numpy"] = [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
+        states["python"] = random.getstate()
     return states
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    kind, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+    if "numpy" in states:
+        kind, keys, position, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    if "python" in states:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
 
 
-def metric_states(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the accumulated states of ``module``'s torchmetrics, by ``state_dict`` key."""
+def training_metrics(module: torch.nn.Module, prefix: str = "train_") -> dict[str, Metric]:
+    """The torchmetrics a training step updates (named ``train_*`` in
+    :class:`~alexnet.system.ClassificationSystem`), by ``state_dict`` prefix."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, Metric) and name.startswith(prefix)}
+
+
+def metric_states(metrics: dict[str, Metric]) -> dict[str, torch.Tensor]:
+    """Copies of the metrics' accumulated states, by ``state_dict`` key."""
     return {
         f"{name}.{key}": value.detach().clone()
-        for name, metric in module.named_modules()
-        if isinstance(metric, Metric)
+        for name, metric in metrics.items()
         for key, value in metric.metric_state.items()
         if isinstance(value, torch.Tensor)
     }
@@ -123,17 +131,20 @@ class ResumeCheckpoint(L.Callback):
         self.path = Path(dirpath) / RESUME_FILE
         self.every_n_steps = every_n_steps
         self.signal: int | None = None  # the signal that stopped the run
-        self._rng_at_batch_start: dict[str, Any] | None = None
+        self._rng_at_batch_start: dict[str, Any] = {}
         self._metrics_at_batch_start: dict[str, torch.Tensor] = {}
         self._in_batch = False  # between a batch's start and its end
         self._stepped = False  # the optimiser has run in the current batch
         self._rng_to_restore: dict[str, Any] | None = None
         self._logging_step: int | None = None
         self._previous_sigusr1 = None
+        self._cuda, self._metrics = False, {}
 
     # -- signals -----------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Registered before Lightning's own handlers, which then leave SIGUSR1 to this one.
+        self._cuda = trainer.strategy.root_device.type == "cuda"
+        self._metrics = training_metrics(pl_module)
         if stage == "fit" and hasattr(signal, "SIGUSR1") and _in_main_thread():
             self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
             self._trainer = trainer
@@ -158,8 +169,8 @@ class ResumeCheckpoint(L.Callback):
                 trainer.fit_loop.epoch_loop._batches_that_stepped = self._logging_step
         elif due and trainer.global_step > 0:
             self.save(trainer)
-        self._rng_at_batch_start = rng_states()
-        self._metrics_at_batch_start = metric_states(pl_module)
+        self._rng_at_batch_start = rng_states(self._cuda, torch_only=True)
+        self._metrics_at_batch_start = metric_states(self._metrics)
         self._in_batch, self._stepped = True, False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -187,7 +198,8 @@ class ResumeCheckpoint(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Inside a batch (an error), the state to resume from is that before the batch.
-        checkpoint["rng_states"] = self._rng_at_batch_start if self._in_batch else rng_states()
+        now = rng_states(self._cuda)
+        checkpoint["rng_states"] = {**now, **self._rng_at_batch_start} if self._in_batch else now
         if self._in_batch:
             checkpoint["state_dict"].update(
                 {k: v for k, v in self._metrics_at_batch_start.items() if k in checkpoint["state_dict"]}
