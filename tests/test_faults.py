@@ -201,3 +201,16 @@ def test_a_resumed_run_keeps_its_own_values_where_conf_changed_since(tmp_path):
     changed = reconcile_config(now, tmp_path, ["trainer.max_epochs=7"])
     assert changed == ["optimizer.momentum"]
     assert now.optimizer.momentum == 0.8 and now.trainer.max_epochs == 7
+
+
+def test_a_resumed_run_logs_to_the_same_wandb_run(tmp_path, monkeypatch):
+    from alexnet.train import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config(["logger=default"], tmp_path)
+    first, again = (build_loggers(cfg, "name", [], tmp_path)[1] for _ in range(2))
+    assert first._wandb_init["id"] == again._wandb_init["id"] == (tmp_path / "wandb" / "run-id").read_text().strip()
+    assert again._wandb_init["resume"] == "allow"
+    import wandb
+
+    wandb.finish()
