@@ -325,3 +325,11 @@ def test_square_decoding_equals_resize_then_centre_crop_within_resize_tolerance(
     assert square.shape == (3, 256, 256)
     # The two crops differ by under a pixel in where the centre falls, on a detailed photo.
     assert (square.float() - reference.float()).abs().mean() < 6
+
+
+def test_jpeg_decoding_gives_pils_pixels_exactly(tmp_path):
+    for i, photo in enumerate(load_sample_images().images):
+        path = tmp_path / f"{i}.JPEG"
+        path.write_bytes(jpeg_bytes(photo))
+        reference = TF.pil_to_tensor(Image.open(path).convert("RGB"))
+        assert torch.equal(decode(path), reference)  # both are libjpeg-turbo with the same settings
