@@ -19,7 +19,7 @@ class Result:
     baseline: float
     ours: float
     unit: str  # "ms" (lower is better) or "img/s" (higher is better)
-    target: str  # e.g. "<= 2.0" or ">= 5.0", on the ratio ours / baseline
+    target: str | None  # e.g. "<= 2.0" or ">= 5.0", on the ratio ours / baseline; None: a figure to report
     baseline_label: str
     ours_label: str
 
@@ -28,7 +28,9 @@ class Result:
         return self.ours / self.baseline
 
     @property
-    def met(self) -> bool:
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
         op, value = self.target.split()
         return self.ratio <= float(value) if op == "<=" else self.ratio >= float(value)
 
@@ -75,7 +77,13 @@ def report(results: list[Result], path: Path) -> None:
         table.add_column(column, justify="left" if column == "benchmark" else "right")
     for r in results:
         table.add_row(
-            r.name, f"{r.baseline:.2f}", f"{r.ours:.2f}", r.unit, f"{r.ratio:.2f}", r.target, "yes" if r.met else "NO"
+            r.name,
+            f"{r.baseline:.2f}",
+            f"{r.ours:.2f}",
+            r.unit,
+            f"{r.ratio:.2f}",
+            r.target or "—",
+            {True: "yes", False: "NO", None: "—"}[r.met],
         )
     console = Console()
     console.print(table)

@@ -60,22 +60,25 @@ def images_per_second(batches) -> float:
     return count / (time.perf_counter() - start)
 
 
+def cifar_loaders(root: Path):
+    """(torchvision's loader, ours, worker count) over the CIFAR-10 copy in ``root``."""
+    workers = default_workers()
+    augment = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    dataset = UncheckedCIFAR10(str(root), train=True, transform=augment)
+    baseline = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=True)
+    dm = CIFARDataModule(name="cifar10", root=str(root), download=False, checksum=False, num_classes=10,
+                         image_size=32, batch_size=BATCH, val_size=5000, mean=MEAN, std=STD)  # fmt: skip
+    dm.setup("fit")
+    return baseline, dm._tensor_loader(dm.train_set, train=True), workers
+
+
 def run(device: torch.device) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_cifar10(root)
-        workers = default_workers()
-        augment = T.Compose(
-            [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]
-        )
-        dataset = UncheckedCIFAR10(str(root), train=True, transform=augment)
-        loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=True)
-        baseline = images_per_second(loader)
-
-        dm = CIFARDataModule(name="cifar10", root=str(root), download=False, checksum=False, num_classes=10,
-                             image_size=32, batch_size=BATCH, val_size=5000, mean=MEAN, std=STD)  # fmt: skip
-        dm.setup("fit")
-        ours = images_per_second(dm._tensor_loader(dm.train_set, train=True))
+        baseline_loader, our_loader, workers = cifar_loaders(root)
+        baseline = images_per_second(baseline_loader)
+        ours = images_per_second(our_loader)
     return [
         Result("cifar_loader", baseline, ours, "img/s", ">= 5.0",
                f"torchvision CIFAR10 + DataLoader({workers} workers), RandomCrop(32, 4) + flip + ToTensor + Normalize",

@@ -1,6 +1,6 @@
 """make bench: every benchmark against its baseline, in one process; a table and outputs/bench/latest.json.
 
-python bench/run.py [--only lrn|loaders|jpeg|overhead ...] [--out outputs/bench/latest.json]
+python bench/run.py [--only lrn|loaders|jpeg|overhead|memory ...] [--out outputs/bench/latest.json]
 """
 
 import argparse
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from bench import jpeg, loaders, lrn, overhead
+from bench import jpeg, loaders, lrn, memory, overhead
 from bench.harness import report
 
-BENCHMARKS = {"lrn": lrn.run, "loaders": loaders.run, "jpeg": jpeg.run, "overhead": overhead.run}
+BENCHMARKS = {"lrn": lrn.run, "loaders": loaders.run, "jpeg": jpeg.run, "overhead": overhead.run, "memory": memory.run}
 
 
 def main() -> int:

@@ -125,3 +125,15 @@ def test_gpu_benchmark_script_runs_in_smoke_mode_on_a_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["smoke"] and data["training"]["fp32"]["images_per_s"] > 0 and data["loader_images_per_s"] > 0
+
+
+def test_the_memory_benchmark_sees_what_a_process_and_its_children_hold():
+    import sys
+
+    from bench.memory import peak_mb
+
+    hold = "import time, numpy; a = numpy.ones(200 * 2**20, dtype=numpy.uint8); time.sleep(0.5)"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hold!r}])"
+    assert peak_mb([sys.executable, "-c", child]) > 200  # the child's 200 MB, seen from the grandparent
+    with pytest.raises(RuntimeError, match="failed"):
+        peak_mb([sys.executable, "-c", "raise SystemExit(3)"])
