@@ -4,7 +4,8 @@
   fp32, then bf16 autocast + channels-last, then the same + torch.compile;
 - the card's measured bf16 matmul rate, and model FLOP utilisation (MFU) of each setting
   (training FLOPs taken as 3 × 2 × the forward multiply-adds);
-- the fast LRN against torch's (bench/lrn.py), and the tensor-resident loader's images/s.
+- the fast LRN against torch's (bench/lrn.py), the tensor-resident loader's images/s, and the
+  images/s of JPEG decoding on the GPU (data.decode=device: nvJPEG through torchvision).
 
 Target on one H100: >= 20,000 training images/s in bf16. ``--smoke`` runs every step tiny on a
 CPU, so the script is tested where no GPU is. Writes outputs/bench/gpu.json.
@@ -89,6 +90,32 @@ def loader_rate(device: torch.device, images: int, batch: int) -> float:
     return images / (time.perf_counter() - start)
 
 
+def jpeg_decode_rate(device: torch.device, batch: int, batches: int) -> float:
+    """Images per second of ``data.decode=device``'s batch step on ``device``: ``batch`` 500×375
+    JPEGs decoded together (nvJPEG on a GPU), each fitted to the central 256×256, then a random
+    227 crop and flip, as in training."""
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from torchvision.transforms import v2
+
+    from alexnet.data.imagenet import decode_on_device
+
+    photo = Image.fromarray(load_sample_images().images[0]).crop((0, 0, 500, 375))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90)
+    data = [torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)] * batch
+    augment = v2.Compose([v2.RandomCrop(227), v2.RandomHorizontalFlip()])
+    decode_on_device(data, device, 256, True, augment)  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        decode_on_device(data, device, 256, True, augment)
+    synchronize(device)
+    return batch * batches / (time.perf_counter() - start)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device: checks that it runs")
@@ -115,6 +142,8 @@ def main() -> int:
     print(f"matmul {peak:.1f} TFLOP/s; training FLOPs per image {flops_per_image / 1e9:.2f} G")
     print(f"fast LRN: {lrn_rows}")
     print(f"tensor loader: {loader:,.0f} images/s")
+    decoded = jpeg_decode_rate(device, 8 if args.smoke else 256, 1 if args.smoke else 10)
+    print(f"JPEG decoding on the device (data.decode=device), 500×375: {decoded:,.0f} images/s")
     best_bf16 = max((v["images_per_s"] for k, v in rows.items() if k.startswith("bf16")), default=0.0)
     print(f"target: >= 20,000 bf16 training images/s on one H100: {best_bf16:,.0f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +156,7 @@ def main() -> int:
                 "training": rows,
                 "lrn": lrn_rows,
                 "loader_images_per_s": loader,
+                "device_jpeg_images_per_s": decoded,
             },
             indent=2,
         )

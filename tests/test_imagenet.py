@@ -333,3 +333,51 @@ def test_jpeg_decoding_gives_pils_pixels_exactly(tmp_path):
         path.write_bytes(jpeg_bytes(photo))
         reference = TF.pil_to_tensor(Image.open(path).convert("RGB"))
         assert torch.equal(decode(path), reference)  # both are libjpeg-turbo with the same settings
+
+
+def test_device_decoding_gives_the_loaders_batches(tmp_path):
+    """data.decode=device: the loader sends bytes (and decoded CMYK/PNG files), the device decodes;
+    evaluation batches come out as the loader would have made them."""
+    from types import SimpleNamespace
+
+    from alexnet.data.imagenet import ImageFolderDataset
+
+    root = small_imagenet(tmp_path, truncated=False)  # train class 0 holds CMYK, PNG, grey, palette files
+    modules = {}
+    for mode in ("loader", "device"):
+        dm = ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40, batch_size=64,
+                                num_workers=0, decode=mode)  # fmt: skip
+        dm.trainer = SimpleNamespace(training=False, strategy=SimpleNamespace(root_device=torch.device("cpu")),
+                                     world_size=1, global_rank=0)  # fmt: skip
+        dm.setup("fit")
+        modules[mode] = dm
+    dm = modules["device"]
+    dm.train_set.transform, dm.val_set.transform = dm.val_set.transform, dm.val_set.transform  # no randomness
+    modules["loader"].train_set.transform = dm.val_set.transform
+
+    def first_batch(module, split):
+        torch.manual_seed(0)  # the same shuffled order from both
+        return next(iter(getattr(module, f"{split}_dataloader")()))
+
+    for split in ("train", "val"):
+        expected, labels = first_batch(modules["loader"], split)
+        raw, raw_labels = first_batch(dm, split)
+        assert isinstance(raw, list) and any(x.ndim == 1 for x in raw) and torch.equal(raw_labels, labels)
+        if split == "train":
+            assert any(x.ndim == 3 for x in raw)  # the files device decoding leaves to the loader
+        images, _ = dm.on_before_batch_transfer((raw, raw_labels), 0)
+        assert images.shape == expected.shape and images.dtype == torch.uint8
+        assert (images.int() - expected.int()).abs().max() <= 1  # both libjpeg-turbo, the same resize
+    assert ImageFolderDataset.collate([(torch.zeros(3), torch.tensor(1))])[1].tolist() == [1]
+
+
+def test_a_run_trains_with_device_decoding(tmp_path, smoke_overrides):
+    from alexnet.train import train
+    from conftest import compose_config
+
+    root = small_imagenet(tmp_path, truncated=False)
+    cfg = compose_config([*smoke_overrides, "data=imagenet", f"data.root={root}", "data.num_classes=3",
+                          "data.resize=40", "data.decode=device", "data.num_workers=0", "data.batch_size=4",
+                          "model=cifar", "model.width=0.125"], tmp_path)  # fmt: skip
+    train(cfg)
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "finished"

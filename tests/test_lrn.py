@@ -125,6 +125,7 @@ def test_gpu_benchmark_script_runs_in_smoke_mode_on_a_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["smoke"] and data["training"]["fp32"]["images_per_s"] > 0 and data["loader_images_per_s"] > 0
+    assert data["device_jpeg_images_per_s"] > 0
 
 
 def test_the_memory_benchmark_sees_what_a_process_and_its_children_hold():

@@ -141,6 +141,7 @@ class ClassificationDataModule(L.LightningDataModule):
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
+            collate_fn=dataset.collate if getattr(dataset, "encoded", False) else None,  # JPEG bytes: a list
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -63,6 +64,12 @@ def decode(path: Path, shorter_side: int | None = None, square: bool = False) ->
                 if shorter_side is not None and image.format == "JPEG":
                     image.draft("RGB", (shorter_side, shorter_side))  # keeps both sides >= shorter_side
                 pixels = TF.pil_to_tensor(image.convert("RGB"))
+    return fit(pixels, shorter_side, square)
+
+
+def fit(pixels: torch.Tensor, shorter_side: int | None, square: bool = False) -> torch.Tensor:
+    """A decoded uint8 ``3×H×W`` image with its shorter side resized to ``shorter_side`` (None: as
+    it is); with ``square``, its central square, resized to ``shorter_side × shorter_side``."""
     if shorter_side is None:
         return pixels
     if square:
@@ -128,8 +135,42 @@ def ten_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack([*patches, *(TF.horizontal_flip(p) for p in patches)])
 
 
+def device_decodable(data: bytes) -> bool:
+    """A baseline or progressive JPEG in YCbCr or grey, which ``torchvision.io.decode_jpeg`` decodes
+    on a GPU (nvJPEG) as on a CPU; CMYK and YCCK JPEGs and other formats are decoded by the loader."""
+    if not simplejpeg.is_jpeg(data):
+        return False
+    try:
+        return simplejpeg.decode_jpeg_header(data)[2] in ("YCbCr", "Gray")
+    except ValueError:
+        return False
+
+
+def decode_on_device(
+    images: list[torch.Tensor],
+    device: torch.device,
+    shorter_side: int | None,
+    square: bool,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """A batch from :meth:`ImageFolderDataset.collate`: the encoded JPEGs decoded together on
+    ``device`` (nvJPEG on a GPU), every image fitted like :func:`decode` and transformed; stacked."""
+    encoded = [i for i, image in enumerate(images) if image.ndim == 1]
+    decoded = dict(zip(encoded, decode_jpeg([images[i] for i in encoded], mode=ImageReadMode.RGB, device=device)))
+    out = [
+        transform(fit(decoded[i], shorter_side, square) if i in decoded else image.to(device))
+        for i, image in enumerate(images)
+    ]
+    return torch.stack(out)
+
+
 class ImageFolderDataset(Dataset):
-    """``(path, label)`` samples decoded on demand; ``transform`` maps uint8 ``3×H×W`` to the sample."""
+    """``(path, label)`` samples decoded on demand; ``transform`` maps uint8 ``3×H×W`` to the sample.
+
+    With ``encoded``, a sample is the file's bytes (a 1-D uint8 tensor) for the trainer's device to
+    decode (:func:`decode_on_device`), untransformed; files that device decoding does not take
+    (CMYK JPEGs, PNGs) come decoded and fitted, as 3-D tensors. Batch them with :meth:`collate`.
+    """
 
     def __init__(
         self,
@@ -137,9 +178,10 @@ class ImageFolderDataset(Dataset):
         shorter_side: int | None,
         transform: Callable[[torch.Tensor], torch.Tensor],
         square: bool = False,
+        encoded: bool = False,
     ) -> None:
         self.samples, self.shorter_side, self.transform = list(samples), shorter_side, transform
-        self.square = square
+        self.square, self.encoded = square, encoded
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.long)
 
     def __len__(self) -> int:
@@ -148,13 +190,22 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         path, label = self.samples[index]
         try:
+            if self.encoded:
+                data = path.read_bytes()
+                if device_decodable(data):
+                    return torch.frombuffer(bytearray(data), dtype=torch.uint8), self.labels[index]
             image = decode(path, self.shorter_side, self.square)
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise DataError(
                 f"cannot decode {path}: {err}. Remove the file, or rescan (data.scan=true) with "
                 "data.bad_images=skip to leave such files out"
             ) from err
-        return self.transform(image), self.labels[index]
+        return (image if self.encoded else self.transform(image)), self.labels[index]
+
+    @staticmethod
+    def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encoded samples: (a list of byte or image tensors, the labels)."""
+        return [image for image, _ in batch], torch.stack([label for _, label in batch])
 
     def raw(self, index: int) -> torch.Tensor:
         """The image as evaluated (the central square at 256×256), uint8, for display."""
@@ -216,6 +267,9 @@ class ImageNetDataModule(ClassificationDataModule):
         bad_images: "error" stops before training at the first unreadable or truncated file, with
             its path; "skip" leaves such files out, counts them and reports them.
         scan: look for bad files before training (headers and JPEG end markers; cached per split).
+        decode: "loader": the loader's workers decode (simplejpeg on the CPU); "device": they only
+            read the files, and the trainer's device decodes each batch (``torchvision.io.decode_jpeg``:
+            nvJPEG on a GPU), for when the CPU cores cannot keep up with the GPU.
     """
 
     def __init__(
@@ -232,12 +286,15 @@ class ImageNetDataModule(ClassificationDataModule):
         bad_images: str = "error",
         scan: bool = True,
         pin_memory: bool = True,
+        decode: str = "loader",
     ) -> None:
         if recipe not in RECIPES or eval_tta not in TTAS or bad_images not in ("error", "skip"):
             raise ValueError(
                 f"data.recipe must be one of {RECIPES}, data.eval_tta one of {TTAS}, data.bad_images "
                 f"'error' or 'skip'; got {recipe!r}, {eval_tta!r}, {bad_images!r}"
             )
+        if decode not in ("loader", "device"):
+            raise ValueError(f"data.decode={decode!r}; choose 'loader' (CPU workers) or 'device' (the GPU)")
         if image_size > resize:
             raise ValueError(
                 f"data.image_size={image_size} is larger than data.resize={resize}: crops come out of the resized image"
@@ -246,6 +303,7 @@ class ImageNetDataModule(ClassificationDataModule):
         self.root, self.image_size, self.recipe, self.eval_tta = Path(root), image_size, recipe, eval_tta
         self.pca_std, self.resize, self.bad_images, self.scan = pca_std, resize, bad_images, scan
         self.skipped: list[tuple[str, str]] = []
+        self.decode = decode
 
     def build(self) -> None:
         classes = read_classes(self.root)
@@ -256,8 +314,9 @@ class ImageNetDataModule(ClassificationDataModule):
         train_tf, eval_tf = self.transforms()
         shorter = None if self.recipe == "torchvision" else self.resize  # RandomResizedCrop wants full size
         square = self.recipe == "paper"  # decode straight to the central 256×256
-        self.train_set = ImageFolderDataset(train, shorter, train_tf, square)
-        self.val_set = ImageFolderDataset(val, self.resize, eval_tf, square)
+        encoded = self.decode == "device"
+        self.train_set = ImageFolderDataset(train, shorter, train_tf, square, encoded)
+        self.val_set = ImageFolderDataset(val, self.resize, eval_tf, square, encoded)
         self.test_set = self.val_set
 
     def evaluation_set(self, split: str) -> ImageFolderDataset:
@@ -276,6 +335,15 @@ class ImageNetDataModule(ClassificationDataModule):
         if tta == "tencrop":
             return train, v2.Compose([*square, lambda image: ten_crop(image, size)])
         return train, v2.Compose([*square, v2.CenterCrop(size)])
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """With ``decode=device``: decode, fit and transform the batch's JPEGs on the trainer's device."""
+        images, labels = batch
+        if not isinstance(images, list):
+            return batch
+        dataset = self.train_set if self.trainer.training else self.val_set
+        device = self.trainer.strategy.root_device
+        return decode_on_device(images, device, dataset.shorter_side, dataset.square, dataset.transform), labels
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         """uint8 batch (``B×3×H×W``, or ``B×10×3×H×W`` for 10 patches) -> normalised floats, on the device;
