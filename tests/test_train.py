@@ -137,7 +137,7 @@ def test_batch_that_does_not_divide_across_devices_fails_before_training(tmp_pat
 
 def test_summary_prints_the_papers_totals(tmp_path):
     result = run_script(
-        [str(ROOT / "src" / "summary.py"), "model=paper", "data.num_classes=1000"], cwd=tmp_path, env={"COLUMNS": "160"}
+        [str(ROOT / "src" / "summary.py"), "model=paper", "data=imagenet"], cwd=tmp_path, env={"COLUMNS": "160"}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "60,965,224" in result.stdout
