@@ -155,6 +155,24 @@ def test_an_error_on_one_of_two_ddp_processes_stops_both_quickly(tmp_path, rank)
     assert results(tmp_path / marker)["status"] == "failed"
 
 
+@pytest.mark.slow
+def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(tmp_path):
+    """Each rank's generators and training-metric states are gathered into the resume checkpoint."""
+    ddp = [*RUN, "trainer.devices=2", "data.batch_size=32", "trainer.max_epochs=2", "trainer.limit_train_batches=6",
+           "callbacks.resume_checkpoint.every_n_steps=2"]  # fmt: skip
+    whole = train_cli([*ddp, "hydra.run.dir=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    marker = f"killed-{os.getpid()}"
+    killed = train_cli([*ddp, f"hydra.run.dir={marker}"], tmp_path, fault=("KILL", 4))
+    assert killed.returncode == -signal.SIGKILL
+    time.sleep(3)  # rank 1 loses its connection to rank 0 and exits
+    assert not subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    run_dir = tmp_path / marker
+    assert len(torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["rank_states"]) == 2
+    finish(run_dir, tmp_path)
+    assert_same_run(tmp_path / "whole", run_dir)
+
+
 def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(tmp_path):
     path = tmp_path / "resume.ckpt"
     AtomicCheckpointIO().save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)

@@ -109,6 +109,10 @@ def metric_states(metrics: dict[str, Metric]) -> dict[str, torch.Tensor]:
     }
 
 
+def _to_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.cpu() for k, v in tensors.items()}
+
+
 def csv_rows(metrics_csv: Path) -> int:
     """Data rows in a metrics CSV (0 if there is none yet)."""
     if not metrics_csv.is_file():
@@ -135,8 +139,9 @@ class ResumeCheckpoint(L.Callback):
         self._metrics_at_batch_start: dict[str, torch.Tensor] = {}
         self._in_batch = False  # between a batch's start and its end
         self._stepped = False  # the optimiser has run in the current batch
-        self._rng_to_restore: dict[str, Any] | None = None
+        self._to_restore: dict[str, Any] | None = None  # this rank's RNG and metric states, after a resume
         self._logging_step: int | None = None
+        self._rank_states: list[dict[str, Any]] | None = None  # every rank's, for the file being written
         self._previous_sigusr1 = None
         self._cuda, self._metrics = False, {}
 
@@ -162,19 +167,22 @@ class ResumeCheckpoint(L.Callback):
     # -- periodic checkpoints ----------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
         due = batch_idx == 0 or (self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0)
-        if self._rng_to_restore is not None:  # the first batch after a resume: the file is this state
-            set_rng_states(self._rng_to_restore)
-            self._rng_to_restore = None
+        if self._to_restore is not None:  # the first batch after a resume: the file is this state
+            set_rng_states(self._to_restore["rng_states"])
+            for key, value in self._to_restore.get("metrics", {}).items():
+                name, state = key.rsplit(".", 1)
+                setattr(self._metrics[name], state, value.to(pl_module.device))
+            self._to_restore = None
             if self._logging_step is not None:  # Lightning assumes a save at a batch end and adds one
                 trainer.fit_loop.epoch_loop._batches_that_stepped = self._logging_step
         elif due and trainer.global_step > 0:
-            self.save(trainer)
+            self.save(trainer, every_rank=True)
         self._rng_at_batch_start = rng_states(self._cuda, torch_only=True)
         self._metrics_at_batch_start = metric_states(self._metrics)
         self._in_batch, self._stepped = True, False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.save(trainer)  # the final state: resuming a finished run does nothing more
+        self.save(trainer, every_rank=True)  # the final state: resuming a finished run does nothing more
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         self._stepped = True
@@ -189,21 +197,37 @@ class ResumeCheckpoint(L.Callback):
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         return progress.started == progress.completed or (self._in_batch and not self._stepped)
 
-    def save(self, trainer: L.Trainer) -> None:
-        """Write ``resume.ckpt`` from rank 0 alone: no barrier, so it cannot deadlock when another
-        rank has failed. (Under DDP every rank holds the same weights.)"""
+    def save(self, trainer: L.Trainer, every_rank: bool = False) -> None:
+        """Write ``resume.ckpt``. Rank 0 writes it alone, without a barrier, so it cannot deadlock
+        when another rank has failed (every rank holds the same weights). With ``every_rank`` (all
+        ranks are here at the same step), each rank's random generators and training-metric states
+        are gathered first, so that under DDP each rank resumes with its own."""
+        own = self._rank_state()
+        if every_rank and trainer.world_size > 1 and torch.distributed.is_initialized():
+            ranks: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, own)
+        else:
+            ranks = [own]
         if trainer.is_global_zero:
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            self._rank_states = ranks
+            try:
+                checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            finally:
+                self._rank_states = None
             trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        # Inside a batch (an error), the state to resume from is that before the batch.
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's generators and training-metric states; inside a batch (an error), those
+        from before it, since the state to resume from is the one before the failed batch."""
         now = rng_states(self._cuda)
-        checkpoint["rng_states"] = {**now, **self._rng_at_batch_start} if self._in_batch else now
-        if self._in_batch:
-            checkpoint["state_dict"].update(
-                {k: v for k, v in self._metrics_at_batch_start.items() if k in checkpoint["state_dict"]}
-            )
+        if not self._in_batch:
+            return {"rng_states": now, "metrics": _to_cpu(metric_states(self._metrics))}
+        return {"rng_states": {**now, **self._rng_at_batch_start}, "metrics": _to_cpu(self._metrics_at_batch_start)}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        states = self._rank_states or [self._rank_state()]
+        checkpoint["rank_states"] = states
+        checkpoint["state_dict"].update(states[0]["metrics"])  # rank 0's, as of the state saved
         checkpoint["logging_step"] = trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in trainer.loggers:
             logger.save()  # flush buffered metric rows: the file must hold everything up to this point
@@ -211,7 +235,14 @@ class ResumeCheckpoint(L.Callback):
         checkpoint["csv_rows"] = csv_rows(metrics_csv[0]) if metrics_csv else None
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self._rng_to_restore = checkpoint.get("rng_states")
+        if trainer.state.fn != "fit":
+            return
+        states = checkpoint.get("rank_states") or [None]
+        if len(states) != trainer.world_size:  # another world size, or saved after an error: rank 0's
+            log.warning("%s holds the generator and metric states of %d process(es), not %d: every process "
+                        "resumes with rank 0's (the weights are exact; this epoch's train metrics are not)",
+                        self.path, len(states), trainer.world_size)  # fmt: skip
+        self._to_restore = states[trainer.global_rank] if len(states) == trainer.world_size else states[0]
         self._logging_step = checkpoint.get("logging_step")
 
     # -- signals and errors ------------------------------------------------------------------
