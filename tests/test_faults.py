@@ -130,12 +130,15 @@ def test_slurm_sigusr1_requeues_and_the_requeued_job_resumes_its_directory(tmp_p
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     run_dir = tmp_path / "outputs" / "runs" / "slurm-4242"
     assert results(run_dir)["status"] == "preempted"
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
 
     # The requeued job runs the same command; SLURM_RESTART_COUNT says it is a restart.
     again = train_cli(RUN, tmp_path, env={**slurm, "SLURM_RESTART_COUNT": "1"})
     assert again.returncode == 0, again.stderr[-3000:]
     assert results(run_dir)["status"] == "finished" and results(run_dir)["epochs"] == 3
     assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == ["slurm-4242"]
+    assert "A requeued SLURM job: resuming" in again.stderr + again.stdout
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == saved
 
 
 @pytest.mark.slow

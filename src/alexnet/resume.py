@@ -310,18 +310,16 @@ def resume_arguments(argv: list[str]) -> list[str]:
     """Expand ``resume=<run dir> [key=value ...]`` into the run's own command-line overrides, then
     the new ones, run in the same directory (Hydra leaves the run's ``.hydra`` as it was).
 
-    A SLURM batch job runs in ``<log dir>/runs/slurm-<job id>``; requeued (``SLURM_RESTART_COUNT``
-    > 0), it resumes that directory without being asked.
+    A SLURM batch job runs in ``<log dir>/runs/slurm-<job id>``, so that the job, requeued, finds
+    its run again (and :func:`alexnet.train.train` resumes it: see :func:`requeued`).
     """
     if any(a.startswith("hydra.run.dir=") for a in argv):  # chosen already (e.g. a DDP child process)
         return argv
     given = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     slurm_dir = slurm_run_dir(argv)
     if not given and slurm_dir is not None:
-        requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
-        if not (requeued and (slurm_dir / ".hydra" / "overrides.yaml").is_file()):
-            return [*argv, f"hydra.run.dir={slurm_dir}"]
-        given = [str(slurm_dir)]
+        keep = ["hydra.output_subdir=null"] if (slurm_dir / ".hydra").is_dir() else []  # the run's record stays
+        return [*argv, f"hydra.run.dir={slurm_dir}", *keep]
     if not given or given[-1] in ("", "null"):
         return argv
     run_dir = Path(given[-1]).resolve()
@@ -334,6 +332,13 @@ def resume_arguments(argv: list[str]) -> list[str]:
     overrides = [o for o in OmegaConf.load(saved) if not o.startswith("resume=")]
     extra = [a for a in argv if not a.startswith("resume=") and a not in overrides]  # e.g. a requeued job's own
     return [*overrides, *extra, f"resume={run_dir}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+
+
+def requeued(run_dir: Path) -> bool:
+    """Whether this is a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0: preempted, or requeued
+    on SIGUSR1) whose run directory holds a resume checkpoint: a run started with ``src/train.py``
+    as a batch job, or a sweep job of ``hydra/launcher=slurm``, whose directory Hydra fixes."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and (run_dir / "checkpoints" / RESUME_FILE).is_file()
 
 
 def slurm_run_dir(argv: list[str]) -> Path | None:

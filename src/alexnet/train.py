@@ -19,13 +19,13 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet.callbacks import Diverged
 from alexnet.config import ConfigError, validate
 from alexnet.data import per_device_batch_size
 from alexnet.results import read_metrics, summarise, write_results
-from alexnet.resume import ResumeCheckpoint, checkpoint_extras, reconcile_config, resume_checkpoint
+from alexnet.resume import ResumeCheckpoint, checkpoint_extras, reconcile_config, requeued, resume_checkpoint
 from alexnet.visualize import visualize_from_config
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ def train(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)
         ckpt_path, keep_rows = cfg.ckpt_path, None
+        if not cfg.resume and requeued(run_dir):
+            log.info("A requeued SLURM job: resuming its run in %s", run_dir)
+            with open_dict(cfg):
+                cfg.resume, cfg.ckpt_path = str(run_dir), None  # the run's own state, not where it started
         if cfg.resume:
             ckpt_path, keep_rows = prepare_resume(cfg, run_dir)
         L.seed_everything(cfg.seed, workers=True)
