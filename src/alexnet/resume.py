@@ -128,7 +128,8 @@ class ResumeCheckpoint(L.Callback):
     Args:
         dirpath: where ``resume.ckpt`` goes (the run's ``checkpoints`` directory).
         every_n_steps: training steps between resume checkpoints (0: only at epoch starts and on
-            signals and errors). Each write costs about a second per 250 MB of checkpoint.
+            signals and errors). Each write blocks training: 0.4-1.4 s for model=paper's 0.5 GB
+            (weights and momentum) on this repo's 2-core test machine, disk-bound.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 500) -> None:
