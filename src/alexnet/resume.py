@@ -10,10 +10,11 @@ One file per run holds the state to resume from, ``<run dir>/checkpoints/resume.
 - on any other error during fit, if the weights are not half-updated: the state before the batch
   that failed. A diverged run keeps the last good one.
 
-Besides Lightning's own state (weights, optimiser, scheduler, loops, callbacks) the file holds the
-random number generators and the training loader's position, so that on CPU a resumed run ends with
-the same weights as one never interrupted, and the number of rows of the metrics CSV at that point,
-so the resumed run continues the file without duplicates. ``src/train.py resume=<run dir>`` uses it.
+Besides Lightning's own state (weights, optimiser, scheduler, loops, callbacks) the file holds each
+rank's random number generators and training-metric states and the training loader's position
+(counted in trained, not prefetched, batches), so that on CPU a resumed run ends with the same
+weights and metrics as one never interrupted, and the number of rows of the metrics CSV at that
+point, so the resumed run continues the file without duplicates. ``src/train.py resume=<run dir>`` uses it.
 Files are written to a temporary name beside the target, synced, then renamed over it
 (:class:`AtomicCheckpointIO`), so a kill mid-write leaves the previous checkpoint intact.
 """
@@ -123,7 +124,8 @@ def csv_rows(metrics_csv: Path) -> int:
 
 class ResumeCheckpoint(L.Callback):
     """Writes ``<dirpath>/resume.ckpt`` (see the module docstring) and restores what Lightning's
-    checkpoint leaves out: the random number generators.
+    checkpoint leaves out: each rank's random number generators and training-metric states, and
+    the logging step.
 
     Args:
         dirpath: where ``resume.ckpt`` goes (the run's ``checkpoints`` directory).
