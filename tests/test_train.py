@@ -165,3 +165,25 @@ def test_a_planted_nan_stops_the_run_at_that_step_and_keeps_the_last_good_checkp
     state = torch.load(tmp_path / "checkpoints" / "resume.ckpt", weights_only=True)
     assert state["global_step"] == 2  # saved at the start of epoch 1, after two steps
     assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())
+
+
+def test_the_progress_bar_reads_metrics_every_n_batches_not_each(monkeypatch):
+    """Reading the logged metrics calls .item() on the step loss: a GPU sync, kept out of most steps."""
+    from functools import partial
+
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alexnet.callbacks import ProgressBar
+    from alexnet.system import ClassificationSystem
+
+    reads = []
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: reads.append(1) or {})
+    system = ClassificationSystem(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), 3, partial(torch.optim.SGD, lr=0.1))
+    data = DataLoader(TensorDataset(torch.randn(80, 3, 2, 2), torch.randint(0, 3, (80,))), batch_size=4)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, callbacks=[ProgressBar(metrics_every=10)], logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(system, data)
+    assert trainer.global_step == 20 and 1 <= len(reads) <= 3  # after batches 10 and 20, and at the epoch's end

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -71,3 +72,25 @@ class DivergenceGuard(L.Callback):
             f"the weights were not updated with it. Likely causes: a learning rate too high for this "
             f"normalisation and init (try a lower optimizer.lr, or norm=batchnorm), or bad input values. {after}"
         )
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, reading the logged metrics every ``metrics_every`` training
+    batches instead of after each: reading them converts the step loss with ``.item()``, which on
+    a GPU waits for the step to finish, so a per-batch read stops the CPU from queueing ahead.
+    (The loggers read them every ``trainer.log_every_n_steps``, the default here.)"""
+
+    def __init__(self, metrics_every: int = 10, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.metrics_every, self._skip_metrics = max(1, metrics_every), False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._skip_metrics = (batch_idx + 1) % self.metrics_every != 0
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self._skip_metrics = False
+
+    def _update_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._skip_metrics:
+            super()._update_metrics(trainer, pl_module)
