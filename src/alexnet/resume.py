@@ -252,7 +252,9 @@ class ResumeCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             self.signal = self.signal or signal.SIGTERM
-            self.save(trainer)  # at a step boundary on every rank (Lightning syncs the flag)
+            # Rank 0 alone, no gather: a rank that has not stopped with the others (Lightning's epoch-end
+            # check is not synced) must not hang the save within the scheduler's grace period.
+            self.save(trainer)
             log.info("Stopped by signal %d; state saved to %s", self.signal, self.path)
             if self.signal == getattr(signal, "SIGUSR1", None) and trainer.is_global_zero:
                 requeue_slurm_job()
@@ -305,7 +307,7 @@ def resume_checkpoint(run_dir: Path) -> Path:
 
 def checkpoint_extras(path: Path) -> dict[str, Any]:
     """The global step and the metrics-CSV row count recorded in a checkpoint (memory-mapped: cheap)."""
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)  # tensors and plain values
     return {"global_step": state.get("global_step"), "csv_rows": state.get("csv_rows")}
 
 

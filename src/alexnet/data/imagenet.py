@@ -156,7 +156,9 @@ def decode_on_device(
     """A batch from :meth:`ImageFolderDataset.collate`: the encoded JPEGs decoded together on
     ``device`` (nvJPEG on a GPU), every image fitted like :func:`decode` and transformed; stacked."""
     encoded = [i for i, image in enumerate(images) if image.ndim == 1]
-    decoded = dict(zip(encoded, decode_jpeg([images[i] for i in encoded], mode=ImageReadMode.RGB, device=device)))
+    decoded = {}
+    if encoded:  # a batch of CMYK/PNG files alone has nothing to decode here
+        decoded = dict(zip(encoded, decode_jpeg([images[i] for i in encoded], mode=ImageReadMode.RGB, device=device)))
     out = [
         transform(fit(decoded[i], shorter_side, square) if i in decoded else image.to(device))
         for i, image in enumerate(images)
