@@ -5,8 +5,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-SPLITS = ("train", "val", "test")
-
 
 def read_metrics(metrics_csv: Path) -> tuple[list[dict[str, float]], dict[str, float]]:
     """(per-epoch rows, test metrics) from a Lightning ``CSVLogger`` file.
