@@ -6,8 +6,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 MONITOR = "val/err1"  # what the LR schedule watches and the checkpoint keeps the best of (§5)
 
@@ -22,13 +22,30 @@ def class_scores(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
+class TopKError(MulticlassAccuracy):
+    """``1 - top-k accuracy``, micro-averaged: the error rate the paper reports. A metric of its own,
+    so that Lightning's logging computes it, on every rank in the same order as the accuracies,
+    rather than a ``compute()`` in an epoch-end hook (a collective that a rank-0-only progress bar
+    can interleave with others: a DDP hang)."""
+
+    higher_is_better = False
+
+    def compute(self) -> torch.Tensor:
+        return 1 - super().compute()
+
+
 def accuracy_metrics(num_classes: int) -> MetricCollection:
-    """Top-1 and top-5 accuracy, micro-averaged (the fraction of all images, as the paper counts)."""
+    """Top-1 and top-5 accuracy and error, micro-averaged (the fraction of all images, as the paper
+    counts). Without compute groups: each metric keeps its own state, so a resume restores each."""
+    top5 = min(5, num_classes)
     return MetricCollection(
         {
             "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        }
+            "acc5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
+            "err1": TopKError(num_classes, top_k=1, average="micro"),
+            "err5": TopKError(num_classes, top_k=top5, average="micro"),
+        },
+        compute_groups=False,
     )
 
 
@@ -40,8 +57,10 @@ class ClassificationSystem(L.LightningModule):
     """Cross-entropy training of ``net`` with top-1/top-5 accuracy and error for each split.
 
     Logged: ``{train,val,test}/{loss,acc1,acc5,err1,err5}`` per epoch, ``train/loss_step`` per step
-    ``val/acc1_best``, the best validation top-1 so far, and ``train/lr``. Epoch values are torchmetrics states,
-    synchronised across processes once per epoch, never per step.
+    and ``train/lr``. Epoch values are torchmetrics states, synchronised across processes once per
+    epoch, never per step, and only by Lightning's logging: no hook here calls a collective (a
+    ``compute()`` there once met a rank-0-only progress bar's sync: a DDP hang), so every rank runs
+    the same collectives in the same order whichever callbacks read the values.
 
     Args:
         net: the network.
@@ -77,17 +96,13 @@ class ClassificationSystem(L.LightningModule):
         for split in ("train", "val", "test"):
             setattr(self, f"{split}_acc", metrics.clone(prefix=f"{split}/"))
             setattr(self, f"{split}_loss", MeanMetric())
-        self.val_acc1_best = MaxMetric()
         self._lr_logged_for = -1
+        self.per_class_split: str | None = None  # see track_per_class
         for metric in metrics_of(self):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch ends with the same numbers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_net(x)
-
-    def on_train_start(self) -> None:
-        # The sanity check's validation batches must not count as the best epoch.
-        self.val_acc1_best.reset()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self._lr_logged_for != self.current_epoch:  # once an epoch (the first batch, or the first after a resume)
@@ -104,6 +119,30 @@ class ClassificationSystem(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def track_per_class(self, split: str) -> None:
+        """From now on, also count each class's top-1 and top-5 hits on ``split`` (``val`` or
+        ``test``), for :meth:`per_class_errors`. Off in training: it costs a little each step."""
+        k = self.hparams.num_classes
+        self.per_class = MetricCollection(
+            {
+                "top1": MulticlassStatScores(k, top_k=1, average=None),
+                "top5": MulticlassStatScores(k, top_k=min(5, k), average=None),
+            },
+            compute_groups=False,
+        ).to(self.device)
+        self.per_class_split = split
+
+    def per_class_errors(self, names: list[str]) -> list[dict]:
+        """Top-1 and top-5 error of each class over its images (None for a class without any), from
+        the counts since :meth:`track_per_class`. Under DDP it syncs: call it on every rank."""
+        stats = {key: value.cpu() for key, value in self.per_class.compute().items()}  # class × (tp, fp, tn, fn, n)
+        rows = []
+        for c, name in enumerate(names):
+            n = int(stats["top1"][c, 4])
+            errors = {f"err{k}": 1 - int(stats[f"top{k}"][c, 0]) / n if n else None for k in (1, 5)}
+            rows.append({"class": c, "name": name, "n": n, **errors})
+        return rows
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         images, labels = batch
         logits = class_scores(
@@ -113,31 +152,14 @@ class ClassificationSystem(L.LightningModule):
         accuracy, mean_loss = getattr(self, f"{split}_acc"), getattr(self, f"{split}_loss")
         accuracy.update(logits, labels)
         mean_loss.update(loss.detach(), weight=len(labels))
+        if split == self.per_class_split:
+            self.per_class.update(logits, labels)
         if split == "train":
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True)
-        self.log_dict(accuracy, on_step=False, on_epoch=True, prog_bar=split != "train")
+        for name, metric in accuracy.items():  # the bar shows the errors of val and test
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=split != "train" and "/err" in name)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        self._log_errors("train")
-
-    def on_validation_epoch_end(self) -> None:
-        acc1 = self._log_errors("val")
-        self.val_acc1_best(acc1)
-        self.log("val/acc1_best", self.val_acc1_best.compute(), prog_bar=True, sync_dist=True)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_errors("test")
-
-    def _log_errors(self, split: str) -> torch.Tensor:
-        """Log ``err = 1 - acc`` beside the accuracies (the paper reports errors); return top-1 acc."""
-        values = getattr(self, f"{split}_acc").compute()  # synced across processes, cached for the logged metric
-        acc1 = values[f"{split}/acc1"]
-        # Equal on every process already; sync_dist (one all-reduce an epoch) tells Lightning so.
-        self.log(f"{split}/err1", 1 - acc1, sync_dist=True)
-        self.log(f"{split}/err5", 1 - values[f"{split}/acc5"], sync_dist=True)
-        return acc1
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -146,5 +168,6 @@ class ClassificationSystem(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch"},
+            # strict=False: an epoch without validation (check_val_every_n_epoch > 1) skips the update
+            "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch", "strict": False},
         }
