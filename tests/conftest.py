@@ -68,3 +68,22 @@ class SignalAt(L.Callback):
             if name == "RAISE":
                 raise RuntimeError(f"planted error on rank {rank} at step {step}")
             os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
+
+
+class MismatchedCollectivesAt(L.Callback):
+    """For hang tests: at the start of training step ``$ALEXNET_TEST_HANG_STEP``, rank 0 enters an
+    all-reduce and rank 1 an all-gather, so both wait for the other forever (until the collective
+    timeout). Before it, each rank touches ``<run dir>/hung-<rank>``, so a test knows when."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = os.environ.get("ALEXNET_TEST_HANG_STEP")
+        if step is None or trainer.global_step != int(step):
+            return
+        import torch
+        import torch.distributed as dist
+
+        Path(trainer.default_root_dir, f"hung-{trainer.global_rank}").touch()
+        if trainer.global_rank == 0:
+            dist.all_reduce(torch.ones(3))
+        else:
+            dist.all_gather([torch.zeros(5) for _ in range(trainer.world_size)], torch.ones(5))

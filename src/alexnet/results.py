@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,6 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     """Write ``results.json`` atomically (a reader never sees half a file); NaN becomes null."""
     # default=str turns paths and the like into text; parse_constant turns NaN and Infinity into null.
     clean = json.loads(json.dumps(results, default=str), parse_constant=lambda _: None)
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # per process: two ranks may write at once
     tmp.write_text(json.dumps(clean, indent=2) + "\n")
     tmp.replace(path)

@@ -5,18 +5,21 @@
 
 import atexit
 import logging
+import os
 import signal
 import time
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -24,6 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from alexnet.callbacks import Diverged
 from alexnet.config import ConfigError, validate
 from alexnet.data import per_device_batch_size
+from alexnet.hangs import SignalWatchdog, failed_collective
+from alexnet.lightning_compat import own_launcher, set_collective_timeout
 from alexnet.results import read_metrics, summarise, write_results
 from alexnet.resume import ResumeCheckpoint, checkpoint_extras, reconcile_config, requeued, resume_checkpoint
 from alexnet.visualize import visualize_from_config
@@ -46,6 +51,34 @@ def train(cfg: DictConfig) -> float | None:
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
     status, error, trainer, datamodule, loggers, extra = "running", None, None, None, [], {}
+
+    def record(status: str, error: str | None) -> dict[str, Any]:
+        """Write ``results.json``: rank 0 does, and any rank that ends on its own (a failure, a
+        stuck process), since rank 0 is then stopped before it can."""
+        if datamodule is not None:
+            extra.update(datamodule.report())
+        results = {**collect_results(cfg, trainer, run_dir, status, error, time.time() - started), **extra}
+        if rank_zero_only.rank == 0 or status != "finished":
+            write_results(run_dir / "results.json", results)
+            log.info("%s", headline(results))
+            log.info("results: %s", run_dir / "results.json")
+        return results
+
+    def on_stuck(signum: int, where: str) -> None:
+        """A signal came while this process was blocked (see ``hangs.SignalWatchdog``): record, stop
+        the processes this one started, and exit with the signal's code, without a checkpoint."""
+        name = signal.Signals(signum).name
+        record(
+            "interrupted" if signum == signal.SIGINT else "preempted",
+            f"{name} while blocked in {where} (rank {rank_zero_only.rank}), so no checkpoint was written; "
+            f"continue from the last one with: python src/train.py resume={run_dir}",
+        )
+        launcher = own_launcher(trainer) if trainer is not None else None
+        if launcher is not None:
+            launcher.kill(signal.SIGKILL)
+        os._exit(128 + signum)
+
+    watchdog = SignalWatchdog(on_stuck).start()
     try:
         validate(cfg)
         ckpt_path, keep_rows = cfg.ckpt_path, None
@@ -60,8 +93,7 @@ def train(cfg: DictConfig) -> float | None:
         system: L.LightningModule = instantiate(cfg.system, net=instantiate(cfg.model))
         name, tags = describe(cfg)
         loggers = build_loggers(cfg, name, tags, run_dir, keep_rows)
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        trainer = build_trainer(cfg, system, loggers)
         per_device_batch_size(cfg.data.batch_size, trainer.world_size)  # fail now, not after loading data
 
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -80,19 +112,41 @@ def train(cfg: DictConfig) -> float | None:
         )
         status = "interrupted" if interrupted else "diverged" if isinstance(err, Diverged) else "failed"
         error = f"{type(err).__name__}: {err}"
+        collective = failed_collective(err)
+        if collective is not None:  # each rank logs its own stack: together they show the mismatch
+            error = f"collective {collective} failed on rank {rank_zero_only.rank}: {error}"
+            log.error("%s\n%s", error, "".join(traceback.format_exception(err)))
         stop_other_processes(trainer)
         raise
     finally:
-        if datamodule is not None:
-            extra.update(datamodule.report())
-        results = {**collect_results(cfg, trainer, run_dir, status, error, time.time() - started), **extra}
-        # Rank 0 writes; a failing rank writes too, since rank 0 is then stopped before it can.
-        if rank_zero_only.rank == 0 or status == "failed":
-            write_results(run_dir / "results.json", results)
-            log.info("%s", headline(results))
-            log.info("results: %s", run_dir / "results.json")
+        watchdog.stop()
+        results = record(status, error)
         finish_wandb(loggers, failed=status != "finished")
     return results["val"]["best"]["err1"] if results["val"]["best"] else None
+
+
+def build_trainer(cfg: DictConfig, system: L.LightningModule, loggers: list[Logger]) -> L.Trainer:
+    """The configured trainer, its callbacks and loggers, with this repo's DDP settings: the
+    collective timeout (``collective_timeout_s``) and BatchNorm synchronised where torch can."""
+    callbacks = []
+    for key, callback in cfg.callbacks.items():
+        if callback is not None and (key != "progress_bar" or cfg.trainer.enable_progress_bar):
+            callbacks.append(instantiate(callback))  # trainer.enable_progress_bar=false alone turns the bar off
+    # torch's SyncBatchNorm runs on CUDA only; it is applied below, where it can run.
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, sync_batchnorm=False)
+    set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
+    has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in system.modules())
+    if cfg.trainer.sync_batchnorm and has_batchnorm and trainer.world_size > 1:
+        if isinstance(trainer.accelerator, CUDAAccelerator):
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(system)  # replaces the layers in place
+        elif rank_zero_only.rank == 0:
+            log.warning(
+                "trainer.sync_batchnorm=true: BatchNorm statistics cannot be synchronised on %s (torch's "
+                "SyncBatchNorm needs CUDA), so each of the %d processes normalises over its own share of the batch",
+                type(trainer.accelerator).__name__.removesuffix("Accelerator"),
+                trainer.world_size,
+            )
+    return trainer
 
 
 def prepare_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path, int | None]:
@@ -119,8 +173,8 @@ def stop_other_processes(trainer: L.Trainer | None) -> None:
     one exits (after its results and traceback are out): they could otherwise wait in a collective
     for the process-group timeout. (An error on another rank stops rank 0 through Lightning's
     process observer or a broken connection; under torchrun, torchrun stops them all.)"""
-    launcher = trainer.strategy.launcher if trainer is not None else None
-    if isinstance(launcher, _SubprocessScriptLauncher) and trainer.is_global_zero:
+    launcher = own_launcher(trainer) if trainer is not None else None
+    if launcher is not None and trainer.is_global_zero:
         atexit.register(launcher.kill, signal.SIGKILL)
 
 

@@ -1,0 +1,31 @@
+"""What this repo needs from Lightning beyond its public API, in one place.
+
+Tested with Lightning 2.6 (``pyproject.toml`` bounds it); ``tests/test_lightning_compat.py`` fails
+with the installed version's number if an upgrade removes what is used here.
+"""
+
+from datetime import timedelta
+
+import lightning as L
+from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+TESTED = "2.6"
+
+
+def set_collective_timeout(strategy: Strategy, seconds: float) -> bool:
+    """Set how long a collective may wait before it fails, on a strategy that creates a process
+    group (DDP, FSDP); return whether it applied. The constructors take ``timeout=`` but are built
+    from ``trainer.strategy=auto``; the value is read when the process group is created, in
+    ``fit``/``test``, so setting it on the built trainer's strategy is enough."""
+    if not hasattr(strategy, "_timeout"):
+        return False
+    strategy._timeout = timedelta(seconds=seconds)
+    return True
+
+
+def own_launcher(trainer: L.Trainer) -> _SubprocessScriptLauncher | None:
+    """Lightning's DDP launcher when it started this run's other processes (``trainer.devices>1``
+    without torchrun or SLURM), else None. Its ``kill(signal)`` stops them."""
+    launcher = trainer.strategy.launcher
+    return launcher if isinstance(launcher, _SubprocessScriptLauncher) else None
