@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 from torchmetrics import Metric
 
 from alexnet.callbacks import Diverged
+from alexnet.runs import run_overrides
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +335,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
             f"resume={given[-1]}: {saved} not found. Pass the directory of the run to continue, e.g. "
             f"resume=outputs/runs/2026-11-27/12-00-00 (it holds .hydra/, checkpoints/ and csv/)"
         )
-    overrides = [o for o in OmegaConf.load(saved) if not o.startswith("resume=")]
+    overrides = run_overrides(run_dir)
     extra = [a for a in argv if not a.startswith("resume=") and a not in overrides]  # e.g. a requeued job's own
     return [*overrides, *extra, f"resume={run_dir}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
 

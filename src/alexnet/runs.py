@@ -14,6 +14,18 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
+def run_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides the run was started with (``<run dir>/.hydra/overrides.yaml``),
+    without ``resume=``: composed again, they give the run's config."""
+    return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") if not str(o).startswith("resume=")]
+
+
+def run_of_checkpoint(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint sits in (``<run dir>/checkpoints/<file>``), or None."""
+    run_dir = checkpoint.resolve().parent.parent
+    return run_dir if (run_dir / ".hydra" / "config.yaml").is_file() else None
+
+
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     """``best`` (lowest val top-1 error), ``last``, or a path to a checkpoint file."""
     checkpoints = run_dir / "checkpoints"

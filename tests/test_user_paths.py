@@ -1,0 +1,77 @@
+"""One run with non-default switches, then every entry point on its directory, as a user would:
+train -> eval (one process and two) -> visualize -> resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, run_script
+
+SRC = ROOT / "src"
+SWITCHES = ["norm=none", "activation=tanh", "dropout=none", "model.width=0.25"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("user-paths")
+    args = [*SWITCHES, "trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=64", "hydra.run.dir=run"]
+    result = run_script([str(SRC / "train.py"), *args], cwd)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return cwd / "run"
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def evaluate(run_dir: Path, *overrides: str) -> tuple[dict, Path]:
+    """``src/eval.py ckpt_path=<the run's best>`` with ``overrides``: (eval.json, its directory)."""
+    best = results(run_dir)["best_checkpoint"]
+    out = run_dir.parent / f"eval-{len(list(run_dir.parent.glob('eval-*')))}"
+    result = run_script([str(SRC / "eval.py"), f"ckpt_path={best}", f"hydra.run.dir={out}", *overrides], run_dir.parent)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads((out / "eval.json").read_text()), out
+
+
+@pytest.mark.slow
+def test_eval_without_overrides_reproduces_the_runs_own_test_numbers(run_dir):
+    evaluated, out = evaluate(run_dir)
+    trained_test = results(run_dir)["test"]
+    assert (evaluated["err1"], evaluated["err5"]) == (trained_test["err1"], trained_test["err5"])  # every digit
+    trained = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert evaluated["model"] == OmegaConf.to_container(trained.model, resolve=True)  # tanh, no norm, no dropout
+    assert evaluated["model"]["norm"] is None and evaluated["model"]["dropout"] == 0
+    per_class = (out / "per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,name,n,err1,err5" and len(per_class) == 11  # digits: 10 classes
+    assert sum(int(row.split(",")[2]) for row in per_class[1:]) == evaluated["images"]
+
+
+@pytest.mark.slow
+def test_eval_on_two_processes_gives_the_same_numbers_as_on_one(run_dir):
+    one, _ = evaluate(run_dir)
+    two, _ = evaluate(run_dir, "trainer.devices=2")
+    assert two["world_size"] == 2
+    assert [two[k] for k in ("images", "err1", "err5")] == [one[k] for k in ("images", "err1", "err5")]
+
+
+@pytest.mark.slow
+def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
+    best = results(run_dir)["best_checkpoint"]
+    result = run_script([str(SRC / "eval.py"), f"ckpt_path={best}", "activation=relu"], run_dir.parent)
+    assert result.returncode != 0
+    assert "activation=relu would change the network of" in result.stderr and "drop the override" in result.stderr
+
+
+@pytest.mark.slow
+def test_visualize_then_resume_continue_the_same_run(run_dir):
+    shown = run_script([str(SRC / "visualize.py"), f"run={run_dir}", "wandb_mode=disabled"], run_dir.parent)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert (run_dir / "visuals" / "confusion.png").stat().st_size > 0
+
+    resumed = run_script([str(SRC / "train.py"), f"resume={run_dir}", "trainer.max_epochs=3"], run_dir.parent)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    after = results(run_dir)
+    assert after["status"] == "finished" and after["epochs"] == 3
+    assert after["choices"]["norm"] == "none" and after["choices"]["activation"] == "tanh"
