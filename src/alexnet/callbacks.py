@@ -1,14 +1,33 @@
 """Callbacks of this repo's own (Lightning's cover the rest)."""
 
+import logging
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from alexnet.models.fast_lrn import kernel_for
+from alexnet.models.layers import LocalResponseNorm
 from alexnet.visualize import plot_filters
+
+log = logging.getLogger(__name__)
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's rich model summary, then the kernel the LRN layers run on this run's device
+    (``norm.impl``: fused, eager or torch; a fused kernel that failed to compile says why)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        device = trainer.strategy.root_device
+        impls = sorted({m.impl for m in pl_module.modules() if isinstance(m, LocalResponseNorm)})
+        if trainer.is_global_zero and impls:
+            kernels = ", ".join(f"norm.impl={impl}: {kernel_for(impl, device)}" for impl in impls)
+            note = " (compiled at the first batch)" if "fused" in kernels else ""
+            log.info("LRN kernel on %s: %s%s", device.type, kernels, note)
 
 
 class Conv1Filters(L.Callback):

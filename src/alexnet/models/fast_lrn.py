@@ -11,10 +11,13 @@ written out by hand::
 
 (``S`` is its own transpose: a centred window.) ``impl="fused"`` compiles the forward and backward
 bodies with ``torch.compile``: inductor fuses each into one loop, a Triton kernel on a GPU and
-vectorised C++ on a CPU (which needs a C++ compiler).
+vectorised C++ on a CPU (which needs a C++ compiler). Where compiling fails (no compiler, no
+Triton), that device type alone falls back to the eager formula, with the same numbers, and the
+reason is logged once and kept in ``FALLBACKS``; ``RUNS`` counts which kernel ran.
 """
 
-import warnings
+import logging
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -53,7 +56,12 @@ def _backward(g: torch.Tensor, x: torch.Tensor, d: torch.Tensor, size: int, alph
     return (g * scale).addcmul_(x, inner, value=-2 * alpha * beta)
 
 
+log = logging.getLogger(__name__)
+
 _KERNELS: dict[str, tuple[Callable, Callable]] = {"eager": (_forward, _backward)}
+FALLBACKS: dict[str, str] = {}  # device type -> why the fused kernel could not be compiled there
+RUNS: Counter[str] = Counter()  # forward calls per kernel ("fused", "eager") in this process
+_FUSED_RAN_ON: set[str] = set()  # device types where the compiled kernel has run: errors there are real
 
 
 def _kernels(impl: str) -> tuple[Callable, Callable]:
@@ -62,11 +70,21 @@ def _kernels(impl: str) -> tuple[Callable, Callable]:
     return _KERNELS[impl]
 
 
+def kernel_for(impl: str, device: torch.device) -> str:
+    """The kernel ``impl`` runs on ``device``: "torch", "eager", "fused", or
+    "eager (fused failed to compile: <reason>)"."""
+    impl = resolve_impl(impl, device)
+    if impl == "fused" and device.type in FALLBACKS:
+        return f"eager (fused failed to compile: {FALLBACKS[device.type]})"
+    return impl
+
+
 class _LRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k, impl):  # noqa: D102 (autograd's signature)
         forward, _ = _kernels(impl)
         y, d = forward(x, size, alpha, beta, k)
+        RUNS[impl] += 1
         ctx.save_for_backward(x, d)
         ctx.constants = (size, alpha, beta, impl)
         return y
@@ -97,10 +115,21 @@ def local_response_norm(
     impl = resolve_impl(impl, x.device)
     if impl == "torch":
         return F.local_response_norm(x, size, alpha * size, beta, k)
-    if impl == "fused":
+    device = x.device.type
+    # A shape-only pass (the meta device: the builder's probe) has nothing to compile for.
+    if impl == "fused" and device != "meta" and device not in FALLBACKS:
         try:
-            return _LRNFunction.apply(x, size, alpha, beta, k, impl)
-        except Exception as err:  # no C++ compiler, no Triton: the eager formula gives the same numbers
-            warnings.warn(f"fused LRN unavailable ({type(err).__name__}: {err}); using the eager formula", stacklevel=2)
-            _KERNELS["fused"] = _KERNELS["eager"]
+            y = _LRNFunction.apply(x, size, alpha, beta, k, "fused")
+        except Exception as err:  # noqa: BLE001 (the first call compiles: no C++ compiler, no Triton, ...)
+            if device in _FUSED_RAN_ON:
+                raise  # it compiled and ran here before: this error is not about compiling
+            FALLBACKS[device] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+            log.warning(
+                "fused LRN could not be compiled for %s (%s); using the eager formula there (same numbers, slower)",
+                device,
+                FALLBACKS[device],
+            )
+        else:
+            _FUSED_RAN_ON.add(device)
+            return y
     return _LRNFunction.apply(x, size, alpha, beta, k, "eager")
