@@ -4,6 +4,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from alexnet.config import ConfigError, validate
 from conftest import compose_config
@@ -106,5 +107,13 @@ def test_imagenet_presets_compose_for_the_papers_run_and_torchvisions_recipe():
 
 
 def test_debug_and_experiment_files_override_the_top_level_keys():
-    assert compose_config(["debug=smoke"]).visuals.enabled is False
+    assert compose_config(["debug=smoke"]).visuals.neighbour_pool == 64
     assert compose_config(["experiment=paper_imagenet"]).visuals.neighbour_pool == 100000
+
+
+def test_the_smoke_preset_shortens_a_run_and_removes_nothing_users_get():
+    default, smoke = compose_config([]), compose_config(["debug=smoke"])
+    assert smoke.trainer.max_epochs == 1 and smoke.trainer.limit_train_batches == 2
+    for group in ("callbacks", "logger"):  # the same entries, unresolved (the bar reads the shorter log interval)
+        assert OmegaConf.to_container(smoke[group]) == OmegaConf.to_container(default[group]), group
+    assert smoke.trainer.enable_progress_bar and smoke.trainer.enable_model_summary and smoke.visuals.enabled

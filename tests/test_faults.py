@@ -20,13 +20,12 @@ from alexnet.resume import AtomicCheckpointIO, reconcile_config, resume_argument
 from conftest import ROOT, compose_config, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
-# Three epochs of eight steps, a resume checkpoint every three steps and at each epoch start.
+# Three epochs of eight steps, a resume checkpoint every three steps and at each epoch start; the
+# default callbacks, loggers (W&B disabled by the environment) and pictures, as users run it.
 RUN = [
-    "trainer.accelerator=cpu", "data.batch_size=64", "model.width=0.25", "logger=csv", "visuals.enabled=false",
-    "trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-    "callbacks.model_summary=null", "callbacks.progress_bar=null", "callbacks.conv1_filters=null",
-    "callbacks.resume_checkpoint.every_n_steps=3", "+callbacks.signal._target_=conftest.SignalAt",
+    "debug=smoke", "trainer.accelerator=cpu", "data.batch_size=64", "model.width=0.25", "trainer.max_epochs=3",
+    "trainer.limit_train_batches=8", "callbacks.resume_checkpoint.every_n_steps=3",
+    "+callbacks.signal._target_=conftest.SignalAt",
 ]  # fmt: skip
 TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "disabled"}
 

@@ -2,8 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,58 +61,6 @@ def test_a_failed_run_says_so_in_results(tmp_path, smoke_overrides):
         train(cfg)
     results = read_results(tmp_path)
     assert results["status"] == "failed" and "missing.ckpt" in results["error"]
-
-
-@pytest.mark.slow
-def test_make_train_runs_the_readme_command(tmp_path):
-    """`make train` as the README shows it, with batch limits so it takes seconds."""
-    limits = (
-        "trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=2 "
-        f"trainer.limit_test_batches=2 logger=csv paths.log_dir={tmp_path}"
-    )
-    result = subprocess.run(
-        ["make", "train", f"ARGS={limits}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "runs").glob("*/*")
-    results = read_results(run_dir)
-    assert results["status"] == "finished"
-    assert results["choices"] == {
-        "model": "cifar",
-        "norm": "lrn",
-        "pool": "overlap",
-        "dropout": "paper",
-        "activation": "relu",
-        "data": "digits",
-    }
-    assert "test/err1" in result.stdout and "val top-1/top-5 error" in result.stdout + result.stderr
-
-
-@pytest.mark.slow
-def test_design_command_runs_with_two_processes_on_cpu(tmp_path):
-    """`python src/train.py norm=lrn pool=overlap trainer.devices=2` (here on CPU, gloo): one run, world size 2."""
-    result = run_script(
-        [
-            str(ROOT / "src" / "train.py"),
-            "norm=lrn",
-            "pool=overlap",
-            "trainer.devices=2",
-            "trainer.accelerator=cpu",
-            "debug=smoke",
-            "data.batch_size=32",
-        ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")  # the second process shares the run directory
-    results = read_results(run_dir)
-    assert results["status"] == "finished" and results["world_size"] == 2
-    assert results["overrides"][:3] == ["norm=lrn", "pool=overlap", "trainer.devices=2"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,155 @@
+"""The README is executable: every command in its fenced ``bash`` blocks runs here, at smoke scale.
+
+Each command runs as written with only shortening overrides appended (``debug=smoke``: fewer
+batches and epochs, nothing removed; a quarter of the width), under a timeout, in the default
+configuration: progress bar, model summary, loggers (W&B offline where it matters), pictures.
+Where a command needs what this machine lacks, it runs its CPU equivalent (``trainer.accelerator=cpu``
+added, sweep lists cut to their first value) or is skipped with the reason. ``PLAN`` names every
+command; a README command missing from it fails :func:`test_every_readme_command_is_planned`.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SHORT = ["debug=smoke", "model.width=0.25"]
+MAKE_SHORT = " ".join(SHORT)
+TIMEOUT = 300
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's ``bash`` blocks, continuation lines joined, comments removed."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = " ".join(re.sub(r"(^|\s)#.*$", "", line).split())
+            if command:
+                commands.append(command)
+    return commands
+
+
+@dataclass(frozen=True)
+class Plan:
+    run: str | None = None  # the command line to run here ({python}, {log_dir}, {run}, {sweep} filled in)
+    skip: str | None = None  # why it cannot run here
+    note: str = ""  # how the command run differs from the README's, beyond shortening
+
+
+def cpu(command: str) -> str:
+    return f"{command} trainer.accelerator=cpu"
+
+
+TRAIN = "{python} src/train.py"
+PLAN: dict[str, Plan] = {
+    "make train": Plan(f'make train ARGS="{MAKE_SHORT} paths.log_dir={{log_dir}}"'),
+    "make test": Plan(skip="runs this suite, which this test is part of (CI runs make test)"),
+    "make help": Plan("make help"),
+    "python src/train.py norm=lrn pool=overlap": Plan(f"{TRAIN} norm=lrn pool=overlap"),
+    "python src/train.py norm=batchnorm pool=nonoverlap dropout=none": Plan(
+        f"{TRAIN} norm=batchnorm pool=nonoverlap dropout=none"
+    ),
+    "python src/train.py activation=tanh model.columns=1 model.width=0.25": Plan(
+        f"{TRAIN} activation=tanh model.columns=1 model.width=0.25"
+    ),
+    "python src/train.py norm=lrn pool=overlap trainer.devices=2": Plan(
+        cpu(f"{TRAIN} norm=lrn pool=overlap trainer.devices=2"), note="two CPU processes (gloo), not two GPUs"
+    ),
+    "python src/summary.py model=paper": Plan("{python} src/summary.py model=paper"),
+    "make prepare-imagenet ARCHIVES=~/Downloads/ilsvrc ROOT=data/imagenet": Plan(
+        skip="needs the ILSVRC-2012 archives; tests/test_imagenet.py prepares generated archives in their layout"
+    ),
+    "python src/train.py experiment=paper_imagenet trainer.devices=8": Plan(
+        skip="needs ImageNet and 8 GPUs; tests/test_imagenet.py trains data=imagenet on generated JPEGs"
+    ),
+    "python src/eval.py ckpt_path=outputs/runs/<date>/<time>/checkpoints/<best>.ckpt data=imagenet tta=tencrop": Plan(
+        "{python} src/eval.py ckpt_path={best}",
+        note="the best checkpoint of the run above, on its own data (digits): ImageNet's 10 patches need ImageNet",
+    ),
+    "python src/train.py -m norm=lrn,batchnorm,none pool=overlap,nonoverlap seed=0,1,2 trainer.devices=2": Plan(
+        cpu(f"{TRAIN} -m norm=lrn,batchnorm pool=overlap seed=0 trainer.devices=2 hydra.sweep.dir={{sweep}}"),
+        note="2 jobs of 2 CPU processes, not 18 on GPUs",
+    ),
+    "python src/report.py outputs/multiruns/<date>/<time>": Plan(
+        "{python} src/report.py {sweep} --wandb disabled", note="the sweep above"
+    ),
+    "make sweep-demo": Plan(
+        f'make sweep-demo SWEEP_DIR={{log_dir}}/demo ARGS="{MAKE_SHORT} norm=lrn pool=overlap seed=0"',
+        note="1 of its 18 jobs, then its report",
+    ),
+    "python src/train.py -m experiment=relu_vs_tanh": Plan(
+        f"{TRAIN} -m experiment=relu_vs_tanh activation=tanh seed=0", note="1 of its jobs"
+    ),
+    "python src/train.py -m experiment=ablation_norm_pool scale=full trainer.devices=4": Plan(
+        skip="scale=full downloads CIFAR-10 and wants 4 GPUs; make sweep-demo runs the same experiment on digits"
+    ),
+    "python src/train.py -m hydra/launcher=slurm experiment=ablation_norm_pool scale=full "
+    "trainer.devices=4 hydra.launcher.partition=gpu": Plan(
+        skip="needs SLURM; tests/test_sweep.py checks the job specification it submits"
+    ),
+}
+COMMANDS = readme_commands()
+
+
+def test_every_readme_command_is_planned():
+    unplanned = [c for c in COMMANDS if c not in PLAN]
+    assert not unplanned, f"README commands with no entry in tests/test_readme.py's PLAN: {unplanned}"
+    assert not [c for c in PLAN if c not in COMMANDS], "PLAN names commands the README no longer has"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    """Where runs go, and the outputs later commands read (the first run's best checkpoint, the sweep)."""
+    root = tmp_path_factory.mktemp("readme")
+    return {"log_dir": root / "outputs", "sweep": root / "sweep"}
+
+
+def run_readme_command(command: str, workspace: dict[str, Path]) -> subprocess.CompletedProcess:
+    plan = PLAN[command]
+    if plan.skip:
+        pytest.skip(plan.skip)
+    best = sorted(workspace["log_dir"].glob("runs/*/*/checkpoints/best-*.ckpt"))
+    line = plan.run.format(
+        python=shlex.quote(sys.executable),
+        log_dir=workspace["log_dir"],
+        sweep=workspace["sweep"],
+        best=best[0] if best else "<no run yet>",
+    )
+    if " src/train.py" in line:
+        line += f" {' '.join(SHORT)} paths.log_dir={workspace['log_dir']}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "COLUMNS": "120"}
+    try:
+        result = subprocess.run(line, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(
+            f"`{line}` did not finish in {TIMEOUT} s:\n{(err.stdout or '')[-3000:]}{(err.stderr or '')[-3000:]}"
+        )
+    assert result.returncode == 0, f"`{line}`\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_runs(command, workspace):
+    result = run_readme_command(command, workspace)
+    if command.startswith("python src/train.py") and "-m" not in command.split():
+        runs = sorted(workspace["log_dir"].glob("runs/*/*/results.json"), key=lambda p: p.stat().st_mtime)
+        results = json.loads(runs[-1].read_text())
+        assert results["status"] == "finished", results["error"]
+        assert results["world_size"] == (2 if "trainer.devices=2" in command else 1)
+        assert (runs[-1].parent / "visuals" / "confusion.png").is_file()  # the pictures, as users get them
+        assert list(runs[-1].parent.glob("wandb/offline-run-*"))  # W&B offline, as for a user not logged in
+    if command.startswith("python src/eval.py"):
+        assert "top-1 error" in result.stdout
+    if " -m norm=lrn,batchnorm" in command:  # a BatchNorm job on 2 CPU processes says once that it cannot sync
+        assert (result.stdout + result.stderr).count("BatchNorm statistics cannot be synchronised on CPU") == 1
+    if command.startswith("python src/report.py"):
+        assert (workspace["sweep"] / "report.md").is_file()
