@@ -107,9 +107,10 @@ def eval_arguments(argv: list[str]) -> list[str]:
     (so the data and switches default to the run's)."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")]
     run_dir = run_of_checkpoint(Path(given[-1])) if given and Path(given[-1]).is_file() else None
-    if run_dir is None or any(a.startswith("hydra.run.dir=") for a in argv):  # none, or a DDP child
+    if run_dir is None:
         return argv
-    return [*(o for o in run_overrides(run_dir) if not o.startswith("hydra.")), *argv]
+    # Idempotent: a DDP child process gets this process's argv, the run's overrides already in it.
+    return [*(o for o in run_overrides(run_dir) if not o.startswith("hydra.") and o not in argv), *argv]
 
 
 if __name__ == "__main__":

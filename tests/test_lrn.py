@@ -1,10 +1,12 @@
 """Local response normalisation against the formula of §3.3, computed independently."""
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
 
-from alexnet.models import LocalResponseNorm
+from alexnet.models import AlexNet, LocalResponseNorm, fast_lrn
 
 
 def lrn_by_the_formula(a: torch.Tensor, n: int, alpha: float, beta: float, k: float, over_n: bool) -> torch.Tensor:
@@ -66,11 +68,40 @@ def test_fast_lrn_matches_torch_forward_and_backward_in_float32(impl):
     ours = LocalResponseNorm(24, size=5, alpha=1e-4, beta=0.75, k=2.0, impl=impl)
     grad = torch.randn(4, 24, 9, 9)
     (expected_dx,) = torch.autograd.grad(reference(x), x, grad)
+    ran = fast_lrn.RUNS[impl]
     y = ours(x)
+    assert fast_lrn.RUNS[impl] == ran + 1, f"the {impl} kernel did not run: {fast_lrn.FALLBACKS}"
     (dx,) = torch.autograd.grad(y, x, grad)
     relative = ((y - reference(x)).abs() / reference(x).abs().clamp_min(1e-3)).max()
     assert relative <= 1e-5
     torch.testing.assert_close(dx, expected_dx, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_built_model_runs_the_fused_kernel_it_asked_for():
+    """The builder's shape probe (a forward on the meta device) must not switch the kernel off."""
+    net = AlexNet(10, input_size=32, stem="cifar", width=0.125, norm=partial(LocalResponseNorm, impl="fused"))
+    ran = fast_lrn.RUNS["fused"]
+    net(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert fast_lrn.RUNS["fused"] == ran + 2 and "cpu" not in fast_lrn.FALLBACKS  # conv1's and conv2's LRN
+
+
+def test_a_kernel_that_fails_to_compile_falls_back_on_its_device_only_and_says_why(monkeypatch, caplog):
+    def no_compiler(*args):
+        raise RuntimeError("InductorError: no working C++ compiler found")
+
+    monkeypatch.setitem(fast_lrn._KERNELS, "fused", (no_compiler, no_compiler))
+    monkeypatch.setattr(fast_lrn, "FALLBACKS", {})
+    monkeypatch.setattr(fast_lrn, "_FUSED_RAN_ON", set())
+    x, _ = reference_and_input()
+    expected = LocalResponseNorm(24, impl="eager")(x)
+    fused = LocalResponseNorm(24, impl="fused")
+    torch.testing.assert_close(fused(x), expected, rtol=0, atol=0)
+    torch.testing.assert_close(fused(x), expected, rtol=0, atol=0)
+    assert list(fast_lrn.FALLBACKS) == ["cpu"] and "no working C++ compiler" in fast_lrn.FALLBACKS["cpu"]
+    assert fast_lrn.kernel_for("fused", torch.device("cpu")).startswith("eager (fused failed to compile: Runtime")
+    assert fast_lrn.kernel_for("fused", torch.device("cuda")) == "fused"  # another device type is unaffected
+    assert len([r for r in caplog.records if "could not be compiled for cpu" in r.message]) == 1  # logged once
 
 
 @pytest.mark.parametrize("beta", [0.75, 0.6])  # 0.75 takes the square-root path, others pow
