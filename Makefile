@@ -9,7 +9,7 @@ SWEEP_DIR := outputs/multiruns/sweep-demo_$(shell date +%Y-%m-%d_%H-%M-%S)  # ev
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint summary sweep-demo report prepare-imagenet eval bench clean
+.PHONY: help install train test lint summary sweep-demo report prepare-imagenet eval bench clean clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,5 +51,17 @@ eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="ckpt_path=<file> data=
 bench: $(STAMP)  ## speed benchmarks against their baselines: a table and outputs/bench/latest.json
 	$(PY) -m bench.run $(ARGS)
 
-clean:  ## remove run outputs (outputs/) and caches, keep .venv
-	rm -rf outputs/runs outputs/multiruns .pytest_cache .ruff_cache
+clean:  ## remove caches and build artefacts; never a run (see clean-runs), never .venv
+	rm -rf .pytest_cache .ruff_cache src/*.egg-info
+	find . \( -path ./.venv -o -path ./.git -o -path ./outputs \) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+clean-runs:  ## delete every run and sweep in outputs/: says how many and how big, then asks (or CONFIRM=1)
+	@dirs=$$(ls -d outputs/runs outputs/multiruns outputs/evals 2>/dev/null); \
+	if [ -z "$$dirs" ]; then echo "No runs in outputs/."; exit 0; fi; \
+	count=$$(find $$dirs -name results.json | wc -l); size=$$(du -sch $$dirs | tail -n 1 | cut -f 1); \
+	echo "This deletes $$count run(s) with their checkpoints and results, $$size in all: $$dirs"; \
+	if [ "$(CONFIRM)" != 1 ]; then \
+	  if [ -t 0 ]; then printf "Delete them? [y/N] "; read answer; else answer=n; fi; \
+	  if [ "$$answer" != y ]; then echo "Nothing deleted (make clean-runs CONFIRM=1 deletes without asking)."; exit 1; fi; \
+	fi; \
+	rm -rf $$dirs && echo "Deleted."
