@@ -58,26 +58,48 @@ class Conv1Filters(L.Callback):
 
 
 class Diverged(RuntimeError):
-    """Training produced a non-finite loss or gradient."""
+    """Training produced a non-finite loss or gradient, or fp16's loss scale collapsed."""
 
 
 class DivergenceGuard(L.Callback):
-    """Stop at the first step whose gradients are not finite (a NaN/inf loss makes them so), before
-    the optimiser applies them, so the weights and the checkpoints already written stay good.
+    """Stop a run that has diverged, before the optimiser applies the step that shows it, so the
+    weights and the checkpoints already written stay good.
 
-    Checks every ``every_n_steps`` steps; each check waits for the step's gradients (on a GPU,
-    a synchronisation), so raise it there if that shows in ``make bench``.
+    Without a loss scaler (fp32, bf16): the first step whose gradients are not finite (a NaN/inf
+    loss makes them so). With one (``trainer.precision=16-mixed``), overflowing gradients are
+    normal, most of all while the scale settles: the scaler skips those steps itself. The run has
+    diverged only when the loss itself is not finite, or when the scale falls below
+    ``min_loss_scale`` (default 1: the gradients then overflow fp16 even unscaled, so every step
+    is skipped and training has stopped in all but name).
+
+    Checks every ``every_n_steps`` steps; each check waits for the step's values (on a GPU, a
+    synchronisation), so raise it there if that shows in ``make bench``.
     """
 
-    def __init__(self, every_n_steps: int = 1) -> None:
-        self.every_n_steps = every_n_steps
+    def __init__(self, every_n_steps: int = 1, min_loss_scale: float = 1.0) -> None:
+        self.every_n_steps, self.min_loss_scale = every_n_steps, min_loss_scale
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if _loss_scaler(trainer) is not None and self._due(trainer) and not torch.isfinite(loss.detach()).all():
+            self._stop(trainer, "non-finite loss")
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        if self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps:
+        if not self._due(trainer):
+            return
+        scaler = _loss_scaler(trainer)
+        if scaler is not None:  # gradients are unscaled here; the scaler skips this step if they overflowed
+            if scaler.get_scale() < self.min_loss_scale:
+                self._stop(trainer, f"fp16 loss scale {scaler.get_scale():g} below {self.min_loss_scale:g}")
             return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if not grads or torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
-            return
+        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
+            self._stop(trainer, "non-finite loss or gradient")
+
+    @staticmethod
+    def _stop(trainer: L.Trainer, what: str) -> None:
         run_dir = Path(trainer.default_root_dir)
         last_good = run_dir / "checkpoints" / "resume.ckpt"
         after = (
@@ -87,10 +109,16 @@ class DivergenceGuard(L.Callback):
             else "No checkpoint was written yet."
         )
         raise Diverged(
-            f"non-finite loss or gradient at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"{what} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
             f"the weights were not updated with it. Likely causes: a learning rate too high for this "
             f"normalisation and init (try a lower optimizer.lr, or norm=batchnorm), or bad input values. {after}"
         )
+
+
+def _loss_scaler(trainer: L.Trainer) -> torch.amp.GradScaler | None:
+    """fp16 mixed precision's gradient scaler, when one is active."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
 
 
 class ProgressBar(RichProgressBar):
