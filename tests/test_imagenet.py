@@ -259,6 +259,17 @@ def test_skip_leaves_bad_files_out_and_reports_them(tmp_path):
     assert all(dm.train_set[i][0].shape == (3, 32, 32) for i in range(len(dm.train_set)))
 
 
+def test_the_scan_cache_sees_a_file_corrupted_in_place(tmp_path):
+    root = small_imagenet(tmp_path, truncated=False)
+    ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40).setup("fit")  # scanned, cached
+    victim = root / "train" / WNIDS[2] / "0.JPEG"
+    data = victim.read_bytes()
+    with open(victim, "r+b") as f:  # truncated in place: same count of files, same folder mtime
+        f.truncate(len(data) // 2)
+    with pytest.raises(DataError, match="0.JPEG"):
+        ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40).setup("fit")
+
+
 def test_empty_class_folder_is_named(tmp_path):
     root = small_imagenet(tmp_path, truncated=False)
     for path in (root / "val" / WNIDS[2]).iterdir():

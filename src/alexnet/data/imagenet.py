@@ -16,6 +16,7 @@ whole batch.
 """
 
 import csv
+import hashlib
 import io
 import json
 import warnings
@@ -254,6 +255,16 @@ def read_classes(root: Path) -> list[tuple[str, str]]:
     return [(d.name, d.name) for d in sorted(train.iterdir()) if d.is_dir()]
 
 
+def files_digest(paths: list[Path]) -> str:
+    """A digest of each file's path, size and modification time: it changes when any file is
+    added, removed, replaced or written in place (the scan cache's key)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 class ImageNetDataModule(ClassificationDataModule):
     """ILSVRC-2012 from ``root``; validation and test are both the official 50,000 val images
     (the paper reports its val numbers as "test"; ILSVRC's test labels are not public).
@@ -268,7 +279,8 @@ class ImageNetDataModule(ClassificationDataModule):
         resize: the shorter side before cropping (256).
         bad_images: "error" stops before training at the first unreadable or truncated file, with
             its path; "skip" leaves such files out, counts them and reports them.
-        scan: look for bad files before training (headers and JPEG end markers; cached per split).
+        scan: look for bad files before training (headers and JPEG end markers; cached per split,
+            until any file's path, size or modification time changes).
         decode: "loader": the loader's workers decode (simplejpeg on the CPU); "device": they only
             read the files, and the trainer's device decodes each batch (``torchvision.io.decode_jpeg``:
             nvJPEG on a GPU), for when the CPU cores cannot keep up with the GPU.
@@ -379,7 +391,7 @@ class ImageNetDataModule(ClassificationDataModule):
 
     def _without_bad_files(self, split: str, samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
         cache = self.root / f".scan-{split}.json"
-        key = {"files": len(samples), "mtime": max(d.stat().st_mtime for d in {p.parent for p, _ in samples})}
+        key = {"files": len(samples), "digest": files_digest([p for p, _ in samples])}
         cached = json.loads(cache.read_text()) if cache.is_file() else None
         if cached and cached.get("key") == key:
             bad = [(Path(p), r) for p, r in cached["bad"]]
