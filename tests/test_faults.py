@@ -116,19 +116,33 @@ def test_resume_takes_new_overrides_and_keeps_the_runs_own_config(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").read_text() == saved  # the run's record stays as it started
 
 
-def test_slurm_sigusr1_requeues_and_the_requeued_job_resumes_its_directory(tmp_path, monkeypatch):
+@pytest.mark.parametrize("warning", ["USR1", "USR2"])  # sbatch --signal=USR1@…; submitit (hydra/launcher=slurm): USR2
+def test_slurm_warning_signal_requeues_and_the_requeued_job_resumes_its_directory(tmp_path, warning):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
     (bin_dir / "scontrol").chmod(0o755)
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "alexnet", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    for var in ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_ARRAY_JOB_ID", "SLURM_RESTART_COUNT"):
-        monkeypatch.delenv(var, raising=False)
-    stopped = train_cli(RUN, tmp_path, fault=("USR1", 4), env=slurm)
-    assert stopped.returncode == 128 + signal.SIGUSR1, stopped.stderr[-3000:]
+    # A one-task batch job, as Lightning's SLURMEnvironment detects it (and would requeue on USR1 itself).
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "alexnet",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_JOB_NUM_NODES": "1",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    stopped = train_cli(RUN, tmp_path, fault=(warning, 4), env=slurm)
+    assert stopped.returncode == 128 + getattr(signal, f"SIG{warning}"), stopped.stderr[-3000:]
+    assert f"Received SIG{warning}: checkpointing at the end of this step" in stopped.stdout + stopped.stderr
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     run_dir = tmp_path / "outputs" / "runs" / "slurm-4242"
     assert results(run_dir)["status"] == "preempted"
+    state = torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)
+    assert state["global_step"] == 5  # written at the boundary after the signalled step 4, not before it
     saved = (run_dir / ".hydra" / "config.yaml").read_text()
 
     # The requeued job runs the same command; SLURM_RESTART_COUNT says it is a restart.

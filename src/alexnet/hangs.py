@@ -23,6 +23,8 @@ import time
 import traceback
 from collections.abc import Callable
 
+from alexnet.resume import SLURM_SIGNALS
+
 log = logging.getLogger(__name__)
 
 _C10D = f"torch{os.sep}distributed{os.sep}distributed_c10d.py"
@@ -73,7 +75,7 @@ def thread_stacks() -> str:
 
 
 class SignalWatchdog:
-    """Hears SIGTERM, SIGINT and SIGUSR1 while the main thread cannot, and ends a process stuck in C.
+    """Hears SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 while the main thread cannot, and ends a process stuck in C.
 
     ``start()`` (main thread) points ``signal.set_wakeup_fd`` at a pipe; the C-level handler of any
     signal with a Python handler writes the signal's number there even while the main thread is
@@ -84,7 +86,7 @@ class SignalWatchdog:
     the process. Elsewhere (a sleep, a queue) Python's handlers still run, so it leaves them to it.
     """
 
-    SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, *SLURM_SIGNALS)
 
     def __init__(self, on_stuck: Callable[[int, str], None], grace_s: float = 5.0) -> None:
         self.on_stuck, self.grace_s = on_stuck, grace_s

@@ -5,7 +5,7 @@ One file per run holds the state to resume from, ``<run dir>/checkpoints/resume.
 
 - every ``every_n_steps`` training steps and at the start of every epoch, at the start of a batch,
   when everything before it (metrics included) is logged and nothing of it has run yet;
-- on SIGTERM (and SIGUSR1, SLURM's warning before preemption) at the next step boundary, after
+- on SIGTERM (and SIGUSR1 or SIGUSR2, SLURM's warning before preemption) at the next step boundary, after
   which the process exits with ``128 + signal`` (143 for SIGTERM), and on SLURM requeues the job;
 - on any other error during fit, if the weights are not half-updated: the state before the batch
   that failed. A diverged run keeps the last good one.
@@ -44,6 +44,10 @@ from alexnet.runs import run_overrides
 log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.ckpt"
+# SLURM's warning before the time limit or preemption: sbatch --signal=USR1@<s> by hand, USR2 from
+# submitit (hydra/launcher=slurm), whose own USR2 handler would exit mid-step. Both mean: checkpoint
+# at the step boundary, requeue, exit.
+SLURM_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -146,7 +150,7 @@ class ResumeCheckpoint(L.Callback):
         self._to_restore: dict[str, Any] | None = None  # this rank's RNG and metric states, after a resume
         self._logging_step: int | None = None
         self._rank_states: list[dict[str, Any]] | None = None  # every rank's, for the file being written
-        self._previous_sigusr1 = None
+        self._previous_handlers: dict[int, Any] = {}
         self._cuda, self._metrics = False, {}
 
     # -- signals -----------------------------------------------------------------------------
@@ -154,17 +158,22 @@ class ResumeCheckpoint(L.Callback):
         # Registered before Lightning's own handlers, which then leave SIGUSR1 to this one.
         self._cuda = trainer.strategy.root_device.type == "cuda"
         self._metrics = training_metrics(pl_module)
-        if stage == "fit" and hasattr(signal, "SIGUSR1") and _in_main_thread():
-            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
+        if stage == "fit" and _in_main_thread():
+            for signum in SLURM_SIGNALS:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_slurm_signal)
             self._trainer = trainer
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous_sigusr1 is not None and _in_main_thread():
-            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
-            self._previous_sigusr1 = None
+        if _in_main_thread():
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+            self._previous_handlers = {}
 
-    def _on_sigusr1(self, signum: int, frame: Any) -> None:
-        log.info("Received SIGUSR1: checkpointing at the end of this step, then requeueing (SLURM) or exiting")
+    def _on_slurm_signal(self, signum: int, frame: Any) -> None:
+        log.info(
+            "Received %s: checkpointing at the end of this step, then requeueing (SLURM) or exiting",
+            signal.Signals(signum).name,
+        )
         self.signal = signum
         self._trainer._signal_connector.received_sigterm = True  # Lightning stops at the next step boundary
 
@@ -257,7 +266,7 @@ class ResumeCheckpoint(L.Callback):
             # check is not synced) must not hang the save within the scheduler's grace period.
             self.save(trainer)
             log.info("Stopped by signal %d; state saved to %s", self.signal, self.path)
-            if self.signal == getattr(signal, "SIGUSR1", None) and trainer.is_global_zero:
+            if self.signal in SLURM_SIGNALS and trainer.is_global_zero:
                 requeue_slurm_job()
         elif isinstance(exception, Diverged) or trainer.state.stage != "train":
             return  # the last resume checkpoint is the last good state
@@ -342,7 +351,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
 
 def requeued(run_dir: Path) -> bool:
     """Whether this is a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0: preempted, or requeued
-    on SIGUSR1) whose run directory holds a resume checkpoint: a run started with ``src/train.py``
+    on SIGUSR1/SIGUSR2) whose run directory holds a resume checkpoint: a run started with ``src/train.py``
     as a batch job, or a sweep job of ``hydra/launcher=slurm``, whose directory Hydra fixes."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and (run_dir / "checkpoints" / RESUME_FILE).is_file()
 

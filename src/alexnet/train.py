@@ -45,7 +45,7 @@ def train(cfg: DictConfig) -> float | None:
     run from its resume checkpoint instead of starting one.
 
     Whatever happens, the process that can writes ``results.json`` into the run directory, with
-    status ``finished``, ``interrupted``, ``preempted`` (SIGTERM/SIGUSR1: exit code 128 + signal,
+    status ``finished``, ``interrupted``, ``preempted`` (SIGTERM/SIGUSR1/SIGUSR2: exit code 128 + signal,
     ready for ``resume=``), ``diverged`` or ``failed`` (and the error), and closes the W&B run.
     """
     started = time.time()
