@@ -25,6 +25,12 @@ def test_paper_preset_has_the_papers_parameter_count():
     assert sum(p.numel() for p in build("model=paper", "data.num_classes=1000").parameters()) == 60_965_224
 
 
+def test_cifar_preset_has_the_readmes_parameter_count():
+    # half width (48, 128, 192, 192, 128; fc 2048), 3×3 maps after conv5's pool, 10 classes:
+    # 1,344 + 76,928 + 221,376 + 166,080 + 110,720 + 2,361,344 + 4,196,352 + 20,490
+    assert sum(p.numel() for p in build("model=cifar", "data=digits").parameters()) == 7_154_634
+
+
 @pytest.mark.parametrize("pool", ["overlap", "nonoverlap"])
 def test_paper_maps_shrink_55_27_13_6_with_either_pooling(pool):
     shapes = map_sizes(build("model=paper", f"pool={pool}"), 227)

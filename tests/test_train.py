@@ -133,3 +133,48 @@ def test_the_progress_bar_reads_metrics_every_n_batches_not_each(monkeypatch):
                         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
     trainer.fit(system, data)
     assert trainer.global_step == 20 and 1 <= len(reads) <= 3  # after batches 10 and 20, and at the epoch's end
+
+
+def test_the_plateau_schedule_divides_the_rate_by_ten_when_val_error_stalls(tmp_path):
+    """conf/scheduler/plateau.yaml through the system, on data whose error stops improving at once."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alexnet.system import ClassificationSystem
+
+    cfg = compose_config(["scheduler.patience=1"])
+    system = ClassificationSystem(
+        nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), 3, instantiate(cfg.optimizer), instantiate(cfg.scheduler)
+    )
+    data = DataLoader(TensorDataset(torch.zeros(32, 3, 2, 2), torch.zeros(32, dtype=torch.long)), batch_size=8)
+    rates = []
+
+    class RecordRate(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=6,
+        callbacks=[RecordRate()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(system, data, data)
+    assert rates[0] == 0.01 and min(rates) < 0.01
+    assert all(any(abs(r - 0.01 * 10**-k) < 1e-12 for k in range(6)) for r in rates), rates  # only ÷10 steps
+
+
+@pytest.mark.slow
+def test_the_network_learns_the_digits(tmp_path):
+    """Labels paired with the wrong images, or an optimiser that never steps, would stay near 90%."""
+    cfg = compose_config(
+        ["trainer.accelerator=cpu", "model.width=0.25", "data.batch_size=32", "trainer.max_epochs=3"], tmp_path
+    )
+    best_err1 = train(cfg)
+    assert best_err1 < 0.30, f"val top-1 error {best_err1:.3f} after 3 epochs"

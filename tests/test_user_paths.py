@@ -57,6 +57,13 @@ def test_eval_on_two_processes_gives_the_same_numbers_as_on_one(run_dir):
 
 
 @pytest.mark.slow
+def test_eval_of_the_validation_split_reproduces_the_best_epochs_validation_error(run_dir):
+    evaluated, _ = evaluate(run_dir, "split=val")
+    best = results(run_dir)["val"]["best"]
+    assert evaluated["split"] == "val" and (evaluated["err1"], evaluated["err5"]) == (best["err1"], best["err5"])
+
+
+@pytest.mark.slow
 def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
     best = results(run_dir)["best_checkpoint"]
     result = run_script([str(SRC / "eval.py"), f"ckpt_path={best}", "activation=relu"], run_dir.parent)
@@ -66,9 +73,12 @@ def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
 
 @pytest.mark.slow
 def test_visualize_then_resume_continue_the_same_run(run_dir):
-    shown = run_script([str(SRC / "visualize.py"), f"run={run_dir}", "wandb_mode=disabled"], run_dir.parent)
+    visualize = [str(SRC / "visualize.py"), f"run={run_dir}", "wandb_mode=disabled"]
+    shown = run_script(visualize, run_dir.parent)
     assert shown.returncode == 0, shown.stderr[-3000:]
-    assert (run_dir / "visuals" / "confusion.png").stat().st_size > 0
+    assert (run_dir / "visuals" / "confusion.png").stat().st_size > 0 and "best-epoch" in shown.stdout
+    last = run_script([*visualize, "checkpoint=last"], run_dir.parent)
+    assert last.returncode == 0 and "last.ckpt" in last.stdout, last.stderr[-3000:]
 
     resumed = run_script([str(SRC / "train.py"), f"resume={run_dir}", "trainer.max_epochs=3"], run_dir.parent)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
