@@ -58,7 +58,7 @@ def test_sweep_with_two_processes_per_job_runs_each_job_once(tmp_path):
     report = run_script([REPORT, str(sweep), "--wandb", "disabled"], cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     text = (sweep / "report.md").read_text()
-    assert "| norm=lrn pool=overlap (paper) | 1 |" in text
+    assert "| norm=lrn (paper) | 1 |" in text and "| norm=none | 1 |" in text  # rows name the swept axis
     assert (sweep / "runs.csv").read_text().count("\n") == 3  # header + 2 jobs
 
 
