@@ -84,7 +84,6 @@ class _LRNFunction(torch.autograd.Function):
     def forward(ctx, x, size, alpha, beta, k, impl):  # noqa: D102 (autograd's signature)
         forward, _ = _kernels(impl)
         y, d = forward(x, size, alpha, beta, k)
-        RUNS[impl] += 1
         ctx.save_for_backward(x, d)
         ctx.constants = (size, alpha, beta, impl)
         return y
@@ -131,5 +130,13 @@ def local_response_norm(
             )
         else:
             _FUSED_RAN_ON.add(device)
+            _count("fused")
             return y
-    return _LRNFunction.apply(x, size, alpha, beta, k, "eager")
+    y = _LRNFunction.apply(x, size, alpha, beta, k, "eager")
+    _count("eager")
+    return y
+
+
+def _count(kernel: str) -> None:
+    if not torch.compiler.is_compiling():  # inside a compiled network (system.compile) no Python side effects
+        RUNS[kernel] += 1
