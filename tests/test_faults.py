@@ -172,6 +172,27 @@ def test_an_error_on_one_of_two_ddp_processes_stops_both_quickly(tmp_path, rank)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("rank", [1, 0])
+def test_sigterm_to_one_of_two_ddp_processes_stops_both_at_one_step_and_resume_finishes(tmp_path, rank):
+    """Lightning alone acts on rank 0's SIGTERM only, with a collective inside its signal handler."""
+    marker = f"run-{os.getpid()}-ddp-term-{rank}"
+    args = [*RUN, "trainer.devices=2", "data.batch_size=32", f"hydra.run.dir={marker}"]
+    started = time.monotonic()
+    stopped = train_cli(args, tmp_path, fault=("TERM", 3), rank=rank)
+    elapsed = time.monotonic() - started
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    assert elapsed < 90, f"took {elapsed:.0f} s to stop"
+    time.sleep(1)
+    assert not subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    run_dir = tmp_path / marker
+    assert results(run_dir)["status"] == "preempted"
+    # The signal came in step 3; every rank learns of it at the start of step 4 and stops after it.
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 5
+    finish(run_dir, tmp_path, "trainer.devices=2")
+    assert results(run_dir)["status"] == "finished" and results(run_dir)["epochs"] == 3
+
+
+@pytest.mark.slow
 def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(tmp_path):
     """Each rank's generators and training-metric states are gathered into the resume checkpoint."""
     ddp = [*RUN, "trainer.devices=2", "data.batch_size=32", "trainer.max_epochs=2", "trainer.limit_train_batches=6",

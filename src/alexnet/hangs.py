@@ -79,11 +79,12 @@ class SignalWatchdog:
 
     ``start()`` (main thread) points ``signal.set_wakeup_fd`` at a pipe; the C-level handler of any
     signal with a Python handler writes the signal's number there even while the main thread is
-    blocked. A daemon thread reads it, then watches the main thread for ``grace_s``: if it moves,
-    Python is running and the normal path (checkpoint at the step boundary, then exit) goes on. If
-    it stays on one instruction inside a ``torch.distributed`` call, where no Python handler can
-    run, the thread logs every thread's stack and calls ``on_stuck(signum, where)``, which must end
-    the process. Elsewhere (a sleep, a queue) Python's handlers still run, so it leaves them to it.
+    blocked. A daemon thread reads it, then watches the main thread until the process ends: while
+    Python runs, the normal path (checkpoint at the step boundary, then exit) goes on. Once the main
+    thread stays on one instruction inside a ``torch.distributed`` call for ``grace_s``, where no
+    Python handler can run and whose peers have evidently stopped, the thread logs every thread's
+    stack and calls ``on_stuck(signum, where)``, which must end the process. Elsewhere (a sleep, a
+    queue) Python's handlers still run, so it leaves them to it.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, *SLURM_SIGNALS)
@@ -120,27 +121,35 @@ class SignalWatchdog:
             os.close(read_fd)
 
     def _watch(self, signum: int) -> None:
+        """From the signal until the process ends: if the main thread stays on one instruction inside
+        a ``torch.distributed`` call for ``grace_s``, it is stuck there (also when the signal's own
+        handler ran and then blocked in a collective, as Lightning's SIGTERM handler can)."""
         main = threading.main_thread()
-        before = self._position(main.ident)
-        deadline = time.monotonic() + self.grace_s
-        while time.monotonic() < deadline:
+        position, since = None, time.monotonic()
+        while main.is_alive():
             time.sleep(0.1)
-            if not main.is_alive() or self._position(main.ident) != before:
-                return  # Python is running: the signal's own handler takes it from here
-        frame = sys._current_frames().get(main.ident)
-        collective = collective_in(traceback.extract_stack(frame)) if frame is not None else None
-        if collective is None:
-            return  # blocked where the signal's Python handler still runs (a sleep, a queue's wait)
-        where = f"collective {collective}"
-        log.error(
-            "%s arrived, but the main thread has been blocked in %s for %.0f s: it cannot checkpoint, "
-            "so this process ends now. Stacks:\n%s",
-            signal.Signals(signum).name,
-            where,
-            self.grace_s,
-            thread_stacks(),
-        )
-        self.on_stuck(signum, where)
+            now = self._position(main.ident)
+            if now != position:
+                position, since = now, time.monotonic()
+                continue
+            if time.monotonic() - since < self.grace_s:
+                continue
+            frame = sys._current_frames().get(main.ident)
+            collective = collective_in(traceback.extract_stack(frame)) if frame is not None else None
+            if collective is None:  # blocked where Python's handlers still run (a sleep, a queue): wait on
+                since = time.monotonic()
+                continue
+            where = f"collective {collective}"
+            log.error(
+                "%s arrived, but the main thread has been blocked in %s for %.0f s: it cannot checkpoint, "
+                "so this process ends now. Stacks:\n%s",
+                signal.Signals(signum).name,
+                where,
+                self.grace_s,
+                thread_stacks(),
+            )
+            self.on_stuck(signum, where)
+            return
 
     @staticmethod
     def _position(ident: int | None) -> tuple[int, int] | None:

@@ -29,3 +29,9 @@ def own_launcher(trainer: L.Trainer) -> _SubprocessScriptLauncher | None:
     without torchrun or SLURM), else None. Its ``kill(signal)`` stops them."""
     launcher = trainer.strategy.launcher
     return launcher if isinstance(launcher, _SubprocessScriptLauncher) else None
+
+
+def request_stop(trainer: L.Trainer) -> None:
+    """Make Lightning stop at the next step boundary with ``SIGTERMException``, as on SIGTERM,
+    without its signal handler (which runs a collective inside the handler)."""
+    trainer._signal_connector.received_sigterm = True

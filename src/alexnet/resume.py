@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 from torchmetrics import Metric
 
 from alexnet.callbacks import Diverged
+from alexnet.lightning_compat import request_stop
 from alexnet.runs import run_overrides
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class ResumeCheckpoint(L.Callback):
         self.path = Path(dirpath) / RESUME_FILE
         self.every_n_steps = every_n_steps
         self.signal: int | None = None  # the signal that stopped the run
+        self._pending: int = 0  # a signal this process received, not yet shared with the others
         self._rng_at_batch_start: dict[str, Any] = {}
         self._metrics_at_batch_start: dict[str, torch.Tensor] = {}
         self._in_batch = False  # between a batch's start and its end
@@ -169,16 +171,38 @@ class ResumeCheckpoint(L.Callback):
                 signal.signal(signum, handler)
             self._previous_handlers = {}
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's SIGTERM handler (registered at fit's start) runs a broadcast inside the handler,
+        # wherever the main thread is: with another rank in another collective, both wait forever.
+        # This one only marks the stop; on_train_batch_start shares it in every rank's order.
+        if _in_main_thread():
+            signal.signal(signal.SIGTERM, self._on_slurm_signal)  # Lightning restores the original at teardown
+
     def _on_slurm_signal(self, signum: int, frame: Any) -> None:
         log.info(
-            "Received %s: checkpointing at the end of this step, then requeueing (SLURM) or exiting",
+            "Received %s: checkpointing at the end of this step, then %s",
             signal.Signals(signum).name,
+            "requeueing (SLURM) or exiting" if signum in SLURM_SIGNALS else "exiting",
         )
-        self.signal = signum
-        self._trainer._signal_connector.received_sigterm = True  # Lightning stops at the next step boundary
+        self._pending = self._pending or signum
+        if self._trainer.world_size == 1:
+            self.signal = signum
+            request_stop(self._trainer)  # Lightning stops at the next step boundary
+
+    def _share_signal(self, trainer: L.Trainer) -> None:
+        """Under DDP, one all-reduce a step, at its start on every rank: if any rank got a signal,
+        all stop at the same step boundary (Lightning alone stops on rank 0's signals only)."""
+        flag = torch.tensor([self._pending or 0], device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+        if signum and self.signal is None:
+            self.signal = signum
+            request_stop(trainer)
 
     # -- periodic checkpoints ----------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            self._share_signal(trainer)
         due = batch_idx == 0 or (self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0)
         if self._to_restore is not None:  # the first batch after a resume: the file is this state
             set_rng_states(self._to_restore["rng_states"])

@@ -105,7 +105,12 @@ def train(cfg: DictConfig) -> float | None:
     except SIGTERMException as err:
         status, error = "preempted", f"stopped by signal; continue with: python src/train.py resume={run_dir}"
         resume = next((c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None) if trainer else None
-        raise SystemExit(resume.exit_code if resume else 128 + signal.SIGTERM) from err
+        code = resume.exit_code if resume else 128 + signal.SIGTERM
+        if trainer is not None and own_launcher(trainer) is not None and not trainer.is_global_zero:
+            # Rank 0's exit code speaks for the run. A non-zero one here would make Lightning's process
+            # observer SIGKILL rank 0, perhaps while it writes the resume checkpoint.
+            code = 0
+        raise SystemExit(code) from err
     except BaseException as err:
         interrupted = isinstance(err, KeyboardInterrupt) or (
             isinstance(err, SystemExit) and trainer and trainer.interrupted
