@@ -6,6 +6,7 @@ itself a real signal (or raise) in the middle of a chosen training step.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -258,14 +259,17 @@ def test_a_resumed_run_keeps_its_own_values_where_conf_changed_since(tmp_path):
     assert now.optimizer.momentum == 0.8 and now.trainer.max_epochs == 7
 
 
-def test_a_resumed_run_logs_to_the_same_wandb_run(tmp_path, monkeypatch):
-    from alexnet.train import build_loggers
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = compose_config(["logger=default"], tmp_path)
-    first, again = (build_loggers(cfg, "name", [], tmp_path)[1] for _ in range(2))
-    assert first._wandb_init["id"] == again._wandb_init["id"] == (tmp_path / "wandb" / "run-id").read_text().strip()
-    assert again._wandb_init["resume"] == "allow"
-    import wandb
-
-    wandb.finish()
+@pytest.mark.slow
+def test_a_failed_run_closes_its_wandb_run_and_resume_continues_the_same_one(tmp_path):
+    """The default logger as a user who never logged in gets it: W&B offline, read back from its files."""
+    offline = {"WANDB_MODE": "offline"}
+    failed = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("RAISE", 4), env=offline)
+    assert failed.returncode == 1
+    run_dir = tmp_path / "run"
+    resumed = train_cli([f"resume={run_dir}"], tmp_path, env=offline)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_id = (run_dir / "wandb" / "run-id").read_text().strip()
+    attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and all(a.name.endswith(f"-{run_id}") for a in attempts)  # one run, two attempts
+    exit_codes = [re.findall(r"got exitcode: (\d+)", (a / "logs" / "debug.log").read_text()) for a in attempts]
+    assert exit_codes == [["1"], ["0"]]  # the failed attempt was finished, and marked failed
