@@ -96,6 +96,14 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, uninterrupt
     assert_same_run(uninterrupted, run_dir)
 
 
+def test_ctrl_c_says_interrupted_and_resume_ends_as_if_never_interrupted(tmp_path, uninterrupted):
+    stopped = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("INT", 4))
+    assert stopped.returncode == 1 and "Detected KeyboardInterrupt" in stopped.stdout + stopped.stderr
+    assert results(tmp_path / "run")["status"] == "interrupted"
+    finish(tmp_path / "run", tmp_path)
+    assert_same_run(uninterrupted, tmp_path / "run")
+
+
 def test_an_error_checkpoints_the_state_before_its_batch_and_says_failed(tmp_path, uninterrupted):
     failed = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("RAISE", 10))
     assert failed.returncode != 0

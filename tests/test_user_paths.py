@@ -16,7 +16,8 @@ SWITCHES = ["norm=none", "activation=tanh", "dropout=none", "model.width=0.25"]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("user-paths")
-    args = [*SWITCHES, "trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=64", "hydra.run.dir=run"]
+    shorter = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=64"]
+    args = [*SWITCHES, *shorter, "callbacks.conv1_filters.every_n_epochs=1", "hydra.run.dir=run"]
     result = run_script([str(SRC / "train.py"), *args], cwd)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return cwd / "run"
@@ -33,6 +34,12 @@ def evaluate(run_dir: Path, *overrides: str) -> tuple[dict, Path]:
     result = run_script([str(SRC / "eval.py"), f"ckpt_path={best}", f"hydra.run.dir={out}", *overrides], run_dir.parent)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return json.loads((out / "eval.json").read_text()), out
+
+
+@pytest.mark.slow
+def test_conv1_is_drawn_during_training_every_n_epochs(run_dir):
+    drawn = sorted(p.name for p in (run_dir / "visuals").glob("conv1_epoch*.png"))
+    assert drawn == ["conv1_epoch001.png", "conv1_epoch002.png"]
 
 
 @pytest.mark.slow
