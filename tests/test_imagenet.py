@@ -1,6 +1,7 @@
 """ImageNet: preparation from (fake) official archives, the paper's augmentation by value, the
 10-patch test, every kind of bad file, and evaluation of checkpoints."""
 
+import importlib.util
 import io
 import json
 import tarfile
@@ -15,9 +16,9 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from torchvision.transforms.v2 import functional as TF
 
-from alexnet.data import DataError, ImageNetDataModule
+from alexnet.data import DataError, ImageNetDataModule, prepare_imagenet
 from alexnet.data.imagenet import PCA_EIGVAL, PCA_EIGVEC, decode, lighting, ten_crop
-from alexnet.data.prepare_imagenet import prepare
+from alexnet.data.prepare_imagenet import Prepared, prepare
 from alexnet.evaluate import load_any_checkpoint
 from alexnet.models import AlexNet
 from alexnet.system import class_scores
@@ -114,6 +115,38 @@ def test_prepare_a_subset_and_the_model_must_agree(tmp_path):
     dm = ImageNetDataModule(root=str(tmp_path / "sub"), num_classes=1000, image_size=32, resize=40)
     with pytest.raises(DataError, match="data.num_classes=1000 but .* 2 classes"):
         dm.setup("fit")
+
+
+def prepare_script():
+    """``src/prepare_imagenet.py`` as a module, to call its ``main`` in this process."""
+    spec = importlib.util.spec_from_file_location("prepare_imagenet_script", ROOT / "src" / "prepare_imagenet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_the_classes_named_on_the_command_line(tmp_path, capsys):
+    write_archives(tmp_path / "archives")
+    script, archives, root = prepare_script(), str(tmp_path / "archives"), str(tmp_path / "sub")
+    assert script.main(["--archives", archives, "--root", root, "--classes", f"{WNIDS[2]},{WNIDS[0]}"]) == 0
+    assert sorted(p.name for p in (tmp_path / "sub" / "train").iterdir()) == [WNIDS[0], WNIDS[2]]
+    out = capsys.readouterr().out
+    assert "2 classes, 8 train images, 4 val images" in out and "data.num_classes=2" in out  # val IDs 1,3,1,3
+    assert script.main(["--archives", archives, "--root", root, "--classes", "n99999999"]) == 2
+    assert "not ILSVRC-2012 classes: n99999999" in capsys.readouterr().err
+
+
+def test_prepare_compares_a_full_preparation_with_the_ilsvrc_totals(tmp_path, capsys, monkeypatch):
+    write_archives(tmp_path / "archives")
+    script = prepare_script()
+    # The three generated classes stand for the 1,000: all classes prepared, but too few images.
+    monkeypatch.setattr(script, "OFFICIAL", {"classes": 3, "train": 1_281_167, "val": 50_000})
+    assert script.main(["--archives", str(tmp_path / "archives"), "--root", str(tmp_path / "all")]) == 0
+    note = "note: ILSVRC-2012 has 1,281,167 train and 50,000 val images; your archives differ"
+    assert note in capsys.readouterr().err
+    monkeypatch.setattr(prepare_imagenet, "OFFICIAL", {"classes": 3, "train": 12, "val": 6})
+    assert Prepared(3, 12, 6).summary() == "3 classes, 12 train images, 6 val images: the full ILSVRC-2012"
+    assert Prepared(3, 11, 6).summary() == "3 classes, 11 train images, 6 val images"
 
 
 def test_prepare_names_missing_archives(tmp_path):
