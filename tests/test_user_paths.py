@@ -86,6 +86,9 @@ def test_visualize_then_resume_continue_the_same_run(run_dir):
     assert (run_dir / "visuals" / "confusion.png").stat().st_size > 0 and "best-epoch" in shown.stdout
     last = run_script([*visualize, "checkpoint=last"], run_dir.parent)
     assert last.returncode == 0 and "last.ckpt" in last.stdout, last.stderr[-3000:]
+    best = results(run_dir)["best_checkpoint"]
+    named = run_script([*visualize, f"checkpoint={best}"], run_dir.parent)
+    assert named.returncode == 0 and f"from {best}:" in named.stdout, named.stderr[-3000:]
 
     resumed = run_script([str(SRC / "train.py"), f"resume={run_dir}", "trainer.max_epochs=3"], run_dir.parent)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
