@@ -1,13 +1,12 @@
-"""Evaluate a checkpoint (this repo's, or torchvision's alexnet weights) on a data split."""
+"""Load a checkpoint for evaluation: this repo's, or torchvision's alexnet weights (``src/eval.py``
+evaluates through ``Trainer.test``)."""
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from alexnet.models import load_torchvision_weights
-from alexnet.visualize import BatchTransform, per_class_errors, predict
 
 
 def load_any_checkpoint(net: nn.Module, path: Path) -> str:
@@ -21,18 +20,3 @@ def load_any_checkpoint(net: nn.Module, path: Path) -> str:
         load_torchvision_weights(net, state)
         return "torchvision"
     raise ValueError(f"{path} is neither a checkpoint of this repo nor torchvision alexnet weights")
-
-
-def evaluate(
-    net: nn.Module, dataset: Any, names: list[str], device: torch.device, transform: BatchTransform | None = None
-) -> dict[str, Any]:
-    """Top-1/top-5 error over ``dataset`` (patches averaged when it yields several), and per class.
-    ``transform`` is the data module's batch transform (``on_after_batch_transfer``)."""
-    probs, labels = predict(net, dataset, device, transform)
-    top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
-    return {
-        "images": len(labels),
-        "err1": 1 - (top5[:, 0] == labels).float().mean().item(),
-        "err5": 1 - (top5 == labels[:, None]).any(dim=1).float().mean().item(),
-        "per_class": per_class_errors(probs, labels, names),
-    }

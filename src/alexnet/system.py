@@ -1,6 +1,7 @@
 """The Lightning system: the network, its loss, top-1/top-5 metrics per split, and the optimiser."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -32,6 +33,18 @@ class TopKError(MulticlassAccuracy):
 
     def compute(self) -> torch.Tensor:
         return 1 - super().compute()
+
+
+def per_class_rows(top1: torch.Tensor, top5: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Top-1 and top-5 error of each class over its images (None for a class without any), from
+    per-class stat scores ``class × (tp, fp, tn, fn, support)`` as ``MulticlassStatScores(average=None)``
+    gives them (with ``top_k=1`` and ``top_k=5``)."""
+    rows = []
+    for c, name in enumerate(names):
+        n = int(top1[c, 4])
+        errors = {f"err{k}": 1 - int(stats[c, 0]) / n if n else None for k, stats in ((1, top1), (5, top5))}
+        rows.append({"class": c, "name": name, "n": n, **errors})
+    return rows
 
 
 def accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -132,16 +145,11 @@ class ClassificationSystem(L.LightningModule):
         ).to(self.device)
         self.per_class_split = split
 
-    def per_class_errors(self, names: list[str]) -> list[dict]:
-        """Top-1 and top-5 error of each class over its images (None for a class without any), from
-        the counts since :meth:`track_per_class`. Under DDP it syncs: call it on every rank."""
-        stats = {key: value.cpu() for key, value in self.per_class.compute().items()}  # class × (tp, fp, tn, fn, n)
-        rows = []
-        for c, name in enumerate(names):
-            n = int(stats["top1"][c, 4])
-            errors = {f"err{k}": 1 - int(stats[f"top{k}"][c, 0]) / n if n else None for k in (1, 5)}
-            rows.append({"class": c, "name": name, "n": n, **errors})
-        return rows
+    def per_class_errors(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        """:func:`per_class_rows` from the counts since :meth:`track_per_class`. Under DDP it
+        syncs: call it on every rank."""
+        stats = {key: value.cpu() for key, value in self.per_class.compute().items()}
+        return per_class_rows(stats["top1"], stats["top5"], names)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         images, labels = batch

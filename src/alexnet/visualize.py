@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics.functional.classification import multiclass_stat_scores
 
-from alexnet.system import class_scores
+from alexnet.system import class_scores, per_class_rows
 
 EVAL_BATCH = 256
 
@@ -120,20 +121,10 @@ def predict(
 
 
 def per_class_errors(probs: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:
-    """Top-1 and top-5 error of each class (over the images of that class)."""
-    top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
-    hit1 = top5[:, 0] == labels
-    hit5 = (top5 == labels[:, None]).any(dim=1)
-    rows = []
-    for c, name in enumerate(names):
-        mask = labels == c
-        n = int(mask.sum())
-        rows.append({
-            "class": c, "name": name, "n": n,
-            "err1": 1 - hit1[mask].float().mean().item() if n else None,
-            "err5": 1 - hit5[mask].float().mean().item() if n else None,
-        })  # fmt: skip
-    return rows
+    """Top-1 and top-5 error of each class (over the images of that class): :func:`per_class_rows`
+    from the same per-class counts the system's metrics keep."""
+    stats = [multiclass_stat_scores(probs, labels, len(names), top_k=min(k, len(names)), average=None) for k in (1, 5)]
+    return per_class_rows(*stats, names)
 
 
 def confusion_matrix(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
