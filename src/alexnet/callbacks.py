@@ -25,9 +25,10 @@ class ModelSummary(RichModelSummary):
         device = trainer.strategy.root_device
         impls = sorted({m.impl for m in pl_module.modules() if isinstance(m, LocalResponseNorm)})
         if trainer.is_global_zero and impls:
-            kernels = ", ".join(f"norm.impl={impl}: {kernel_for(impl, device)}" for impl in impls)
-            note = " (compiled at the first batch)" if "fused" in kernels else ""
-            log.info("LRN kernel on %s: %s%s", device.type, kernels, note)
+            kernels = {impl: kernel_for(impl, device) for impl in impls}
+            note = " (compiled at the first batch)" if "fused" in kernels.values() else ""
+            listing = ", ".join(f"norm.impl={impl}: {kernel}" for impl, kernel in kernels.items())
+            log.info("LRN kernel on %s: %s%s", device.type, listing, note)
 
 
 class Conv1Filters(L.Callback):
@@ -91,8 +92,9 @@ class DivergenceGuard(L.Callback):
             return
         scaler = _loss_scaler(trainer)
         if scaler is not None:  # gradients are unscaled here; the scaler skips this step if they overflowed
-            if scaler.get_scale() < self.min_loss_scale:
-                self._stop(trainer, f"fp16 loss scale {scaler.get_scale():g} below {self.min_loss_scale:g}")
+            scale = scaler.get_scale()  # a float: one device sync
+            if scale < self.min_loss_scale:
+                self._stop(trainer, f"fp16 loss scale {scale:g} below {self.min_loss_scale:g}")
             return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):

@@ -9,9 +9,9 @@ Two ways a multi-process run gets stuck, and what this module does about each:
 - **A signal arrives while the main thread is blocked in one** (gloo or NCCL wait in C++): Python
   runs a signal handler only between bytecodes, so neither Lightning's SIGTERM handling nor
   Ctrl-C can act until the collective returns, which it never does. :class:`SignalWatchdog` hears
-  the signal on another thread (``signal.set_wakeup_fd``), and if the main thread has not moved
-  within ``grace_s``, logs every thread's stack and calls its ``on_stuck`` (which writes
-  ``results.json`` and exits).
+  the signal on another thread (``signal.set_wakeup_fd``), and once the main thread has sat inside
+  one ``torch.distributed`` call for ``grace_s``, logs every thread's stack and calls its
+  ``on_stuck`` (which writes ``results.json`` and exits).
 """
 
 import logging

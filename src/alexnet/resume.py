@@ -162,7 +162,7 @@ class ResumeCheckpoint(L.Callback):
         self._metrics = training_metrics(pl_module)
         if stage == "fit" and _in_main_thread():
             for signum in SLURM_SIGNALS:
-                self._previous_handlers[signum] = signal.signal(signum, self._on_slurm_signal)
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
             self._trainer = trainer
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -176,9 +176,9 @@ class ResumeCheckpoint(L.Callback):
         # wherever the main thread is: with another rank in another collective, both wait forever.
         # This one only marks the stop; on_train_batch_start shares it in every rank's order.
         if _in_main_thread():
-            signal.signal(signal.SIGTERM, self._on_slurm_signal)  # Lightning restores the original at teardown
+            signal.signal(signal.SIGTERM, self._on_signal)  # Lightning restores the original at teardown
 
-    def _on_slurm_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
         log.info(
             "Received %s: checkpointing at the end of this step, then %s",
             signal.Signals(signum).name,

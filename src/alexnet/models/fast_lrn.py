@@ -119,7 +119,7 @@ def local_response_norm(
     if impl == "fused" and device != "meta" and device not in FALLBACKS:
         try:
             y = _LRNFunction.apply(x, size, alpha, beta, k, "fused")
-        except Exception as err:  # noqa: BLE001 (the first call compiles: no C++ compiler, no Triton, ...)
+        except Exception as err:  # the first call compiles: no C++ compiler, no Triton, ...
             if device in _FUSED_RAN_ON:
                 raise  # it compiled and ran here before: this error is not about compiling
             FALLBACKS[device] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
