@@ -139,14 +139,15 @@ def run_readme_command(command: str, workspace: dict[str, Path]) -> subprocess.C
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs(command, workspace):
+    before = set(workspace["log_dir"].glob("runs/*/*/results.json"))
     result = run_readme_command(command, workspace)
     if command.startswith("python src/train.py") and "-m" not in command.split():
-        runs = sorted(workspace["log_dir"].glob("runs/*/*/results.json"), key=lambda p: p.stat().st_mtime)
-        results = json.loads(runs[-1].read_text())
+        (new,) = set(workspace["log_dir"].glob("runs/*/*/results.json")) - before  # one run, made by this command
+        results = json.loads(new.read_text())
         assert results["status"] == "finished", results["error"]
         assert results["world_size"] == (2 if "trainer.devices=2" in command else 1)
-        assert (runs[-1].parent / "visuals" / "confusion.png").is_file()  # the pictures, as users get them
-        assert list(runs[-1].parent.glob("wandb/offline-run-*"))  # W&B offline, as for a user not logged in
+        assert (new.parent / "visuals" / "confusion.png").is_file()  # the pictures, as users get them
+        assert list(new.parent.glob("wandb/offline-run-*"))  # W&B offline, as for a user not logged in
     if command.startswith("python src/eval.py"):
         assert "top-1 error" in result.stdout
     if " -m norm=lrn,batchnorm" in command:  # a BatchNorm job on 2 CPU processes says once that it cannot sync
