@@ -1,7 +1,8 @@
 """GPU throughput in one go (under 5 minutes on one GPU): python -m bench.gpu
 
-- training images/s of model=paper (227, two columns, fast LRN) on synthetic data at batch 512:
-  fp32, then bf16 autocast + channels-last, then the same + torch.compile;
+- training images/s of model=paper (227, two columns, fast LRN) on synthetic data at batch 512,
+  through the system's own training step under a Trainer (metrics and logging included): fp32,
+  then bf16 autocast + channels-last, then the same + torch.compile;
 - the card's measured bf16 matmul rate, and model FLOP utilisation (MFU) of each setting
   (training FLOPs taken as 3 × 2 × the forward multiply-adds);
 - the fast LRN against torch's (bench/lrn.py), the tensor-resident loader's images/s, and the
@@ -17,47 +18,31 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from alexnet.data.tensor_loader import TensorBatchLoader
 from alexnet.models import AlexNet
-from alexnet.models.summary import layer_table
+from alexnet.models.layer_table import layer_table
 from bench import lrn
-from bench.harness import machine
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from bench.harness import compose_config, machine, synchronize, trainer_step_seconds
 
 
 def training_rate(
     device: torch.device, batch: int, steps: int, bf16: bool, channels_last: bool, compile: bool
 ) -> float:
-    """Images per second of SGD steps of the paper's network on one synthetic batch."""
+    """Training images per second of the system (``model=paper``, the config's SGD, its metrics)
+    under a Lightning ``Trainer``, on one synthetic batch fed again and again."""
+    overrides = ["model=paper", "data=imagenet", f"system.channels_last={channels_last}", f"system.compile={compile}"]
+    cfg = compose_config(overrides)
     torch.manual_seed(0)
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    net = AlexNet(num_classes=1000).to(device, memory_format=memory)
-    step_net = torch.compile(net) if compile else net
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    images = torch.randn(batch, 3, 227, 227, device=device).contiguous(memory_format=memory)
-    labels = torch.randint(0, 1000, (batch,), device=device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(step_net(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(3 if not compile else 5):  # warm-up (and compiling)
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return batch * steps / (time.perf_counter() - start)
+    system = instantiate(cfg.system, net=instantiate(cfg.model), scheduler=None)
+    size, classes = cfg.model.input_size, cfg.data.num_classes
+    images = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.randint(0, classes, (batch,), device=device)
+    warmup = 5 if compile else 3  # (and compiling)
+    precision = "bf16-mixed" if bf16 else "32-true"
+    seconds = trainer_step_seconds(system, [(images, labels)] * (warmup + steps), device, warmup, precision=precision)
+    return batch / seconds
 
 
 def matmul_tflops(device: torch.device, n: int) -> float:
@@ -78,8 +63,8 @@ def matmul_tflops(device: torch.device, n: int) -> float:
 def loader_rate(device: torch.device, images: int, batch: int) -> float:
     """Images per second of the tensor-resident loader (CIFAR-sized, crop + flip + normalise) on ``device``."""
     data = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, device=device)
-    loader = TensorBatchLoader(data, torch.zeros(images, dtype=torch.long), batch, train=True, mean=[0.5] * 3,
-                               std=[0.25] * 3, padding=4, flip=True)  # fmt: skip
+    labels = torch.zeros(images, dtype=torch.long)
+    loader = TensorBatchLoader(data, labels, batch, train=True, mean=[0.5] * 3, std=[0.25] * 3, padding=4, flip=True)
     for _ in loader:  # warm-up epoch
         pass
     synchronize(device)
@@ -100,7 +85,7 @@ def jpeg_decode_rate(device: torch.device, batch: int, batches: int) -> float:
     from sklearn.datasets import load_sample_images
     from torchvision.transforms import v2
 
-    from alexnet.data.imagenet import decode_on_device
+    from alexnet.data.imagenet.decoding import decode_on_device
 
     photo = Image.fromarray(load_sample_images().images[0]).crop((0, 0, 500, 375))
     buffer = io.BytesIO()
@@ -129,8 +114,11 @@ def main() -> int:
     peak = matmul_tflops(device, n)
     flops_per_image = 3 * 2 * sum(row.macs for row in layer_table(AlexNet(num_classes=1000), 227))
     rows = {}
-    settings = [("fp32", False, False, False), ("bf16 + channels-last", True, True, False),
-                ("bf16 + channels-last + compile", True, True, True)]  # fmt: skip
+    settings = [
+        ("fp32", False, False, False),
+        ("bf16 + channels-last", True, True, False),
+        ("bf16 + channels-last + compile", True, True, True),
+    ]
     for name, bf16, channels_last, compile in settings:
         if compile and args.smoke:
             continue  # compiling the whole network takes minutes on a CPU

@@ -95,3 +95,67 @@ def report(results: list[Result], path: Path) -> None:
     payload = {r.name: {**asdict(r), "ratio": r.ratio, "met": r.met} for r in results}
     path.write_text(json.dumps({"machine": info, **payload}, indent=2) + "\n")
     console.print(f"  wrote {path}")
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides: list[str]):
+    """The training config, composed from ``conf/`` as ``src/train.py`` composes it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("train", overrides=overrides)
+
+
+class Batches:
+    """The same batches again and again, as one iterable (Lightning reads a bare list as many loaders)."""
+
+    def __init__(self, data: list) -> None:
+        self.data = data
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def trainer_step_seconds(system, data: list, device: torch.device, warmup: int, callbacks=(), **trainer_args) -> float:
+    """Seconds per training step of ``system.training_step`` under a Lightning ``Trainer`` over
+    ``data`` (a list of batches on ``device``), timed from batch ``warmup`` to the last."""
+    import lightning as L
+
+    class StepClock(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            if batch_idx == warmup:
+                synchronize(device)
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, module) -> None:
+            synchronize(device)
+            self.seconds = (time.perf_counter() - self.start) / (len(data) - warmup)
+
+    clock = StepClock()
+    settings = {
+        "accelerator": device.type,
+        "devices": 1,
+        "max_steps": len(data),
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        **trainer_args,
+    }
+    trainer = L.Trainer(callbacks=[clock, *callbacks], **settings)
+    trainer.fit(system, train_dataloaders=Batches(data))
+    return clock.seconds
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()

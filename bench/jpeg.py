@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from alexnet.data import ImageNetDataModule
-from alexnet.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, lighting, to_normalised_floats
+from alexnet.data.imagenet.transforms import IMAGENET_MEAN, IMAGENET_STD, lighting, to_normalised_floats
 from bench.harness import Result
 
 IMAGES, BATCH = 240, 16
@@ -58,8 +58,17 @@ def run(device: torch.device) -> list[Result]:
 
 def jpeg_loaders(root: Path):
     """(the reference loader, ours, ours' batch step) over the ImageFolder tree in ``root``."""
-    reference = T.Compose([T.Resize(256), T.CenterCrop(256), T.RandomCrop(227), T.RandomHorizontalFlip(),
-                           T.ToTensor(), pca_noise, T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])  # fmt: skip
+    reference = T.Compose(
+        [
+            T.Resize(256),
+            T.CenterCrop(256),
+            T.RandomCrop(227),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            pca_noise,
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     folder = torchvision.datasets.ImageFolder(str(root / "train"), transform=reference)
     dm = ImageNetDataModule(root=str(root), num_classes=4, image_size=227, batch_size=BATCH, num_workers=0, scan=False)
     dm.setup("fit")

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from alexnet.data import CIFARDataModule
 from alexnet.data.base import default_workers
-from bench.harness import Result
+from bench.harness import Result, compose_config
 
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BATCH, BATCHES, WARMUP = 128, 120, 10
 
 
@@ -61,15 +60,24 @@ def images_per_second(batches) -> float:
 
 
 def cifar_loaders(root: Path):
-    """(torchvision's loader, ours, worker count) over the CIFAR-10 copy in ``root``."""
+    """(torchvision's loader, ours, worker count) over the CIFAR-10 copy in ``root``: ours is
+    ``data=cifar10`` from the config, the baseline uses that config's mean, std and padding."""
+    overrides = ["model=cifar", "data=cifar10", f"data.root={root}", "data.download=false", "data.checksum=false"]
+    data = compose_config([*overrides, f"data.batch_size={BATCH}"]).data
     workers = default_workers()
-    augment = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    augment = T.Compose(
+        [
+            T.RandomCrop(data.image_size, padding=data.crop_padding),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(list(data.mean), list(data.std)),
+        ]
+    )
     dataset = UncheckedCIFAR10(str(root), train=True, transform=augment)
     baseline = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=True)
-    dm = CIFARDataModule(name="cifar10", root=str(root), download=False, checksum=False, num_classes=10,
-                         image_size=32, batch_size=BATCH, val_size=5000, mean=MEAN, std=STD)  # fmt: skip
+    dm = instantiate(data)
     dm.setup("fit")
-    return baseline, dm._tensor_loader(dm.train_set, train=True), workers
+    return baseline, dm.tensor_loader(dm.train_set, train=True), workers
 
 
 def run(device: torch.device) -> list[Result]:
@@ -80,7 +88,13 @@ def run(device: torch.device) -> list[Result]:
         baseline = images_per_second(baseline_loader)
         ours = images_per_second(our_loader)
     return [
-        Result("cifar_loader", baseline, ours, "img/s", ">= 5.0",
-               f"torchvision CIFAR10 + DataLoader({workers} workers), RandomCrop(32, 4) + flip + ToTensor + Normalize",
-               "data.pipeline=tensor (TensorBatchLoader), same augmentation, in the main process"),
-    ]  # fmt: skip
+        Result(
+            "cifar_loader",
+            baseline,
+            ours,
+            "img/s",
+            ">= 5.0",
+            f"torchvision CIFAR10 + DataLoader({workers} workers), RandomCrop(32, 4) + flip + ToTensor + Normalize",
+            "data.pipeline=tensor (TensorBatchLoader), same augmentation, in the main process",
+        )
+    ]

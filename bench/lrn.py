@@ -4,14 +4,11 @@ Each LRN is conv1's, taken from ``model=paper norm.impl=<impl>`` built from the 
 training runs it: a kernel that building a model switched off would show here.
 """
 
-from pathlib import Path
-
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
-from bench.harness import Result, median_time
+from bench.harness import Result, compose_config, median_time
 
 SHAPE = (32, 96, 55, 55)  # a batch of 32 at conv1's output (96 × 55 × 55)
 
@@ -26,13 +23,9 @@ def forward_backward_ms(module: nn.Module, x: torch.Tensor) -> float:
     return 1000 * median_time(step)
 
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
 def lrn_in_model(impl: str, device: torch.device) -> nn.Module:
     """conv1's LRN layer of the paper's network, built from the config with ``norm.impl=impl``."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("train", overrides=["model=paper", "data=imagenet", f"norm.impl={impl}"])
+    cfg = compose_config(["model=paper", "data=imagenet", f"norm.impl={impl}"])
     return instantiate(cfg.model).features.conv1.norm.to(device)
 
 

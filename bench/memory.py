@@ -70,19 +70,36 @@ def run(device: torch.device) -> list[Result]:
     python = sys.executable
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        floor = peak_mb([python, "-c", "import alexnet.train"])
+        floor = peak_mb([python, "-c", "import alexnet.training.fit"])
         train = peak_mb([python, "src/train.py", "trainer.max_epochs=2", "logger=csv", f"paths.log_dir={tmp}"])
-        results.append(Result("memory_make_train", floor, train, "MB", None,
-                              "python importing the training code (torch, Lightning, Hydra)",
-                              "make train (digits, default config, 2 epochs: the peak is in the first)"))  # fmt: skip
+        results.append(
+            Result(
+                "memory_make_train",
+                floor,
+                train,
+                "MB",
+                None,
+                "python importing the training code (torch, Lightning, Hydra)",
+                "make train (digits, default config, 2 epochs: the peak is in the first)",
+            )
+        )
         write_cifar10(Path(tmp) / "cifar")
         write_image_folder(Path(tmp) / "jpeg", 1.0)
         for name, folder, what in (("cifar", "cifar", "cifar_loader"), ("jpeg", "jpeg", "jpeg_pipeline_1x")):
-            measured = [peak_mb([python, "-m", "bench.memory", f"{name}_{side}", str(Path(tmp) / folder)])
-                        for side in ("baseline", "ours")]  # fmt: skip
-            results.append(Result(f"memory_{name}_loader", *measured, "MB", None,
-                                  f"{what}'s baseline, {BATCHES} batches (workers included)",
-                                  f"{what}'s pipeline, {BATCHES} batches"))  # fmt: skip
+            measured = [
+                peak_mb([python, "-m", "bench.memory", f"{name}_{side}", str(Path(tmp) / folder)])
+                for side in ("baseline", "ours")
+            ]
+            results.append(
+                Result(
+                    f"memory_{name}_loader",
+                    *measured,
+                    "MB",
+                    None,
+                    f"{what}'s baseline, {BATCHES} batches (workers included)",
+                    f"{what}'s pipeline, {BATCHES} batches",
+                )
+            )
     return results
 
 

@@ -1,6 +1,6 @@
 """make bench: every benchmark against its baseline, in one process; a table and outputs/bench/latest.json.
 
-python bench/run.py [--only lrn|loaders|jpeg|overhead|memory ...] [--out outputs/bench/latest.json]
+python -m bench.run [--only lrn|loaders|jpeg|overhead|memory ...] [--out outputs/bench/latest.json]
 """
 
 import argparse

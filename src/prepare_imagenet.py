@@ -1,14 +1,14 @@
 """Prepare ILSVRC-2012 for training: python src/prepare_imagenet.py --archives DIR --root DIR
 
 Streams the official archives into <root>/train/<wnid>/, <root>/val/<wnid>/ and classes.tsv,
-resumes where an interrupted run stopped, and checks the counts. See alexnet/data/prepare_imagenet.py.
+resumes where an interrupted run stopped, and checks the counts. See alexnet/data/imagenet/prepare.py.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from alexnet.data.prepare_imagenet import OFFICIAL, prepare
+from alexnet.data.imagenet.prepare import OFFICIAL, prepare
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Summarise a sweep directory into report.md, runs.csv and plots (see alexnet/report.py).
+"""Summarise a sweep directory into report.md, runs.csv and plots (see alexnet/analysis/sweeps.py).
 
 python src/report.py outputs/multiruns/<date>/<time> [--wandb auto|online|offline|disabled]
 """
@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from alexnet.loggers import wandb_mode
-from alexnet.report import log_to_wandb, write_report
+from alexnet.analysis.sweeps import log_to_wandb, write_report
+from alexnet.training.loggers import wandb_mode
 
 
 def main(argv: list[str] | None = None) -> int:

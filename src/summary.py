@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from alexnet.config import validate
-from alexnet.models.summary import print_summary
+from alexnet.models.layer_table import print_summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

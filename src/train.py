@@ -14,8 +14,8 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.resume import resume_arguments
-from alexnet.train import train
+from alexnet.training.fit import train
+from alexnet.training.resume import resume_arguments
 
 # Lightning 2.6's own pytree helper warns on every run with this torch; nothing for a user to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -2,54 +2,43 @@
 
 Writes <run>/visuals/: conv1's kernels per column, per-class errors (CSV), the confusion matrix,
 test predictions with their top-5, and fc7 nearest neighbours, from the run's best checkpoint.
+The errors come from the same evaluation as training's (``Trainer.test`` with the system's metrics).
 """
 
-from pathlib import Path
-
 import hydra
-import torch
+import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from alexnet.evaluate import load_any_checkpoint
-from alexnet.loggers import wandb_logger
-from alexnet.runs import find_checkpoint, run_config
-from alexnet.visualize import visualize_from_config
+from alexnet.analysis.evaluation import evaluate, load_any_checkpoint
+from alexnet.analysis.visuals import visualize_from_config
+from alexnet.rundir import RunDir
+from alexnet.training.loggers import wandb_logger
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="visualize")
 def main(args: DictConfig) -> None:
-    run_dir = Path(args.run)
-    cfg = run_config(run_dir)
-    checkpoint = find_checkpoint(run_dir, args.checkpoint)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if args.device == "auto"
-        else args.device
-    )
-    net = instantiate(cfg.model)
-    load_any_checkpoint(net, checkpoint)
+    run = RunDir(args.run)
+    cfg = run.config()
+    checkpoint = run.checkpoint(args.checkpoint)
+    system = instantiate(cfg.system, net=instantiate(cfg.model))
+    load_any_checkpoint(system.net, checkpoint)
     datamodule = instantiate(cfg.data)
-    datamodule.setup("test")
+    trainer = L.Trainer(accelerator=args.accelerator, devices=1, logger=False, default_root_dir=str(run.visuals))
+    evaluation = evaluate(trainer, system, datamodule, "test")
     loggers = []
     if args.wandb_mode != "disabled":
+        name = f"visualize-{run.path.parent.name}-{run.path.name}"
         loggers.append(
-            wandb_logger(
-                args.wandb_mode,
-                save_dir=str(run_dir),
-                project="alexnet",
-                job_type="visualize",
-                name=f"visualize-{run_dir.parent.name}-{run_dir.name}",
-            )
+            wandb_logger(args.wandb_mode, save_dir=str(run), project="alexnet", job_type="visualize", name=name)
         )
     try:
-        summary = visualize_from_config(cfg, net.to(device), datamodule, run_dir / "visuals", loggers)
+        net = system.net.to(trainer.strategy.root_device)
+        summary = visualize_from_config(cfg, net, datamodule, evaluation, run.visuals, loggers)
     finally:
         for logger in loggers:
             logger.experiment.finish()
-    print(f"from {checkpoint}:")
+    print(f"from {checkpoint}: test top-1 error {100 * evaluation.err1:.2f}%, top-5 {100 * evaluation.err5:.2f}%")
     for path in summary["files"].values():
         print(f"wrote {path}")
 

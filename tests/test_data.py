@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from alexnet.config import ConfigError
 from alexnet.data import CIFARDataModule, DataError, DigitsDataModule, per_device_batch_size
 
 
@@ -149,8 +150,9 @@ def test_a_truncated_cifar_file_names_the_folder_and_the_fix(tmp_path):
     write_cifar(tmp_path, "cifar10")
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:1000])
-    dm = CIFARDataModule(name="cifar10", root=str(tmp_path), download=False, checksum=False, num_classes=10,
-                         image_size=32)  # fmt: skip
+    dm = CIFARDataModule(
+        name="cifar10", root=str(tmp_path), download=False, checksum=False, num_classes=10, image_size=32
+    )
     with pytest.raises(DataError) as err:
         dm.setup("fit")
     assert f"{batch} is not a readable CIFAR file" in str(err.value) and "Fix: put the extracted" in str(err.value)
@@ -168,19 +170,9 @@ def test_cifar_download_without_network_gives_a_clear_error(tmp_path, monkeypatc
         dm.prepare_data()
 
 
-def test_wrong_class_count_is_caught(tmp_path):
-    write_cifar(tmp_path, "cifar10")
-    dm = CIFARDataModule(
-        name="cifar10",
-        root=str(tmp_path),
-        download=False,
-        checksum=False,
-        num_classes=100,
-        image_size=32,
-        val_size=10,
-    )
-    with pytest.raises(DataError, match="data.num_classes=10"):
-        dm.setup("fit")
+def test_wrong_class_count_is_caught_by_the_constructor(tmp_path):
+    with pytest.raises(ConfigError, match="data.num_classes=100 is not allowed: 10, the dataset's class count"):
+        CIFARDataModule(name="cifar10", root=str(tmp_path), download=False, num_classes=100, image_size=32)
 
 
 def test_global_batch_is_split_across_processes():

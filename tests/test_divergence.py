@@ -11,8 +11,8 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from alexnet.callbacks import Diverged, DivergenceGuard
-from alexnet.system import ClassificationSystem
+from alexnet.training.callbacks import Diverged, DivergenceGuard
+from alexnet.training.system import ClassificationSystem
 
 
 class Overflow(L.Callback):

@@ -1,6 +1,6 @@
 """Fault injection on real processes: kills, signals, errors on one rank, crashes mid-write.
 
-Each run is ``python src/train.py`` in a subprocess; ``conftest.SignalAt`` makes the process send
+Each run is ``python src/train.py`` in a subprocess; ``planted.SignalAt`` makes the process send
 itself a real signal (or raise) in the middle of a chosen training step.
 """
 
@@ -17,25 +17,32 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from alexnet.resume import AtomicCheckpointIO, reconcile_config, resume_arguments
+from alexnet.training.checkpoint_io import AtomicCheckpointIO
+from alexnet.training.resume import reconcile_config, resume_arguments
 from conftest import ROOT, compose_config, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
 # Three epochs of eight steps, a resume checkpoint every three steps and at each epoch start; the
 # default callbacks, loggers (W&B disabled by the environment) and pictures, as users run it.
 RUN = [
-    "debug=smoke", "trainer.accelerator=cpu", "data.batch_size=64", "model.width=0.25", "trainer.max_epochs=3",
-    "trainer.limit_train_batches=8", "callbacks.resume_checkpoint.every_n_steps=3",
-    "+callbacks.signal._target_=conftest.SignalAt",
-]  # fmt: skip
+    "debug=smoke",
+    "trainer.accelerator=cpu",
+    "data.batch_size=64",
+    "model.width=0.25",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=8",
+    "callbacks.resume_checkpoint.every_n_steps=3",
+    "+callbacks.signal._target_=planted.SignalAt",
+]
 TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "disabled"}
 
 
 def train_cli(args: list[str], cwd: Path, fault: tuple[str, int] | None = None, env: dict | None = None, rank=0):
     extra = {**TESTS_ON_PATH, **(env or {})}
     if fault:
-        extra.update(ALEXNET_TEST_SIGNAL=fault[0], ALEXNET_TEST_SIGNAL_STEP=str(fault[1]),
-                     ALEXNET_TEST_SIGNAL_RANK=str(rank))  # fmt: skip
+        extra.update(
+            ALEXNET_TEST_SIGNAL=fault[0], ALEXNET_TEST_SIGNAL_STEP=str(fault[1]), ALEXNET_TEST_SIGNAL_RANK=str(rank)
+        )
     return run_script([TRAIN, *args], cwd=cwd, env=extra)
 
 
@@ -202,8 +209,14 @@ def test_sigterm_to_one_of_two_ddp_processes_stops_both_at_one_step_and_resume_f
 @pytest.mark.slow
 def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(tmp_path):
     """Each rank's generators and training-metric states are gathered into the resume checkpoint."""
-    ddp = [*RUN, "trainer.devices=2", "data.batch_size=32", "trainer.max_epochs=2", "trainer.limit_train_batches=6",
-           "callbacks.resume_checkpoint.every_n_steps=2"]  # fmt: skip
+    ddp = [
+        *RUN,
+        "trainer.devices=2",
+        "data.batch_size=32",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=6",
+        "callbacks.resume_checkpoint.every_n_steps=2",
+    ]
     whole = train_cli([*ddp, "hydra.run.dir=whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     marker = f"killed-{os.getpid()}"
@@ -223,7 +236,7 @@ def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(t
     # A process that starts writing a new checkpoint and is SIGKILLed half-way through.
     script = f"""
 import os, signal, torch
-from alexnet.resume import AtomicCheckpointIO
+from alexnet.training.checkpoint_io import AtomicCheckpointIO
 def half_then_die(obj, f, *a, **k):
     f.write(b"PK\\x03\\x04" + b"x" * 100_000)
     f.flush()

@@ -2,7 +2,7 @@
 
 The timeout also bounds the start (the ranks meeting), so it is kept well above a process start-up.
 
-``conftest.MismatchedCollectivesAt`` puts rank 0 in an all-reduce and rank 1 in an all-gather at a
+``planted.MismatchedCollectivesAt`` puts rank 0 in an all-reduce and rank 1 in an all-gather at a
 chosen step: neither can return until its collective times out.
 """
 
@@ -16,15 +16,21 @@ import time
 import pytest
 import torch.distributed as dist
 
-from alexnet.hangs import failed_collective
+from alexnet.training.hangs import failed_collective
 from conftest import ROOT, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
 # The design command on 2 CPU processes, default callbacks and loggers, shortened.
 HUNG = [
-    "norm=lrn", "pool=overlap", "trainer.devices=2", "trainer.accelerator=cpu", "debug=smoke", "data.batch_size=32",
-    "model.width=0.25", "+callbacks.hang._target_=conftest.MismatchedCollectivesAt",
-]  # fmt: skip
+    "norm=lrn",
+    "pool=overlap",
+    "trainer.devices=2",
+    "trainer.accelerator=cpu",
+    "debug=smoke",
+    "data.batch_size=32",
+    "model.width=0.25",
+    "+callbacks.hang._target_=planted.MismatchedCollectivesAt",
+]
 ENV = {"PYTHONPATH": str(ROOT / "tests"), "ALEXNET_TEST_HANG_STEP": "1"}
 
 
@@ -53,7 +59,7 @@ def test_ranks_in_mismatched_collectives_fail_at_the_timeout_each_with_its_stack
     assert elapsed < 90, f"took {elapsed:.0f} s"  # start-up and 20 s, not the default 600
     for rank, collective in ((0, "all_reduce"), (1, "all_gather")):
         assert f"collective {collective}, called at " in log and f"failed on rank {rank}" in log
-        assert "conftest.py" in log and "Traceback" in log
+        assert "planted.py" in log and "Traceback" in log
     results = json.loads((tmp_path / marker / "results.json").read_text())
     assert results["status"] == "failed" and results["error"].startswith("collective all_")
     assert "(on_train_batch_start)" in results["error"] and "Timed out" in results["error"]

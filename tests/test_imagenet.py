@@ -16,12 +16,14 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from torchvision.transforms.v2 import functional as TF
 
-from alexnet.data import DataError, ImageNetDataModule, prepare_imagenet
-from alexnet.data.imagenet import PCA_EIGVAL, PCA_EIGVEC, decode, lighting, ten_crop
-from alexnet.data.prepare_imagenet import Prepared, prepare
-from alexnet.evaluate import load_any_checkpoint
+from alexnet.analysis.evaluation import load_any_checkpoint
+from alexnet.data import DataError, ImageNetDataModule
+from alexnet.data.imagenet import prepare as prepare_imagenet
+from alexnet.data.imagenet.decoding import decode
+from alexnet.data.imagenet.prepare import Prepared, prepare
+from alexnet.data.imagenet.transforms import PCA_EIGVAL, PCA_EIGVEC, lighting, ten_crop
 from alexnet.models import AlexNet
-from alexnet.system import class_scores
+from alexnet.training.system import class_scores
 from conftest import ROOT, run_script
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -91,7 +93,9 @@ def test_prepare_makes_the_layout_from_the_official_archives(imagenet):
     assert [len(list((imagenet / "train" / w).glob("*.JPEG"))) for w in WNIDS] == [4, 4, 4]
     # val images go to the class the devkit's ground truth names (IDs 1, 2, 3, 1, 3, 2)
     assert sorted(p.name for p in (imagenet / "val" / WNIDS[0]).glob("*.JPEG")) == [
-        "ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000004.JPEG"]  # fmt: skip
+        "ILSVRC2012_val_00000001.JPEG",
+        "ILSVRC2012_val_00000004.JPEG",
+    ]
     lines = (imagenet / "classes.tsv").read_text().splitlines()
     assert lines[0] == "index\twnid\tname" and lines[1] == f"0\t{WNIDS[0]}\t{NAMES[0]}" and len(lines) == 4
 
@@ -150,8 +154,10 @@ def test_prepare_compares_a_full_preparation_with_the_ilsvrc_totals(tmp_path, ca
 
 
 def test_prepare_names_missing_archives(tmp_path):
-    result = run_script([str(ROOT / "src" / "prepare_imagenet.py"), "--archives", str(tmp_path), "--root",
-                         str(tmp_path / "out")], cwd=tmp_path)  # fmt: skip
+    result = run_script(
+        [str(ROOT / "src" / "prepare_imagenet.py"), "--archives", str(tmp_path), "--root", str(tmp_path / "out")],
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "ILSVRC2012_img_train.tar" in result.stderr
 
 
@@ -334,8 +340,16 @@ def test_torchvision_weights_and_repo_checkpoints_load_as_tensors_only(tmp_path)
 @pytest.mark.slow
 def test_train_then_evaluate_with_ten_crops(tmp_path):
     root = small_imagenet(tmp_path, truncated=True)
-    common = [f"data.root={root}", "data.num_classes=3", "data.resize=40", "data.bad_images=skip", "data.batch_size=4",
-              "model=cifar", "model.width=0.125", "trainer.accelerator=cpu"]  # fmt: skip
+    common = [
+        f"data.root={root}",
+        "data.num_classes=3",
+        "data.resize=40",
+        "data.bad_images=skip",
+        "data.batch_size=4",
+        "model=cifar",
+        "model.width=0.125",
+        "trainer.accelerator=cpu",
+    ]
     run = run_script([str(ROOT / "src" / "train.py"), "data=imagenet", "debug=smoke", *common], cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
@@ -344,8 +358,10 @@ def test_train_then_evaluate_with_ten_crops(tmp_path):
 
     checkpoint = next((run_dir / "checkpoints").glob("best-*.ckpt"))
     for tta in ("center", "tencrop"):
-        result = run_script([str(ROOT / "src" / "eval.py"), f"ckpt_path={checkpoint}", "data=imagenet", f"tta={tta}",
-                             *common], cwd=tmp_path)  # fmt: skip
+        result = run_script(
+            [str(ROOT / "src" / "eval.py"), f"ckpt_path={checkpoint}", "data=imagenet", f"tta={tta}", *common],
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"test (3 images, {tta})" in result.stdout
     evals = sorted((tmp_path / "outputs" / "evals").glob("*/*/eval.json"))
@@ -384,15 +400,17 @@ def test_device_decoding_gives_the_loaders_batches(tmp_path):
     evaluation batches come out as the loader would have made them."""
     from types import SimpleNamespace
 
-    from alexnet.data.imagenet import decode_on_device
+    from alexnet.data.imagenet.decoding import decode_on_device
 
     root = small_imagenet(tmp_path, truncated=False)  # train class 0 holds CMYK, PNG, grey, palette files
     modules = {}
     for mode in ("loader", "device"):
-        dm = ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40, batch_size=64,
-                                num_workers=0, decode=mode)  # fmt: skip
-        dm.trainer = SimpleNamespace(training=False, strategy=SimpleNamespace(root_device=torch.device("cpu")),
-                                     world_size=1, global_rank=0)  # fmt: skip
+        dm = ImageNetDataModule(
+            root=str(root), num_classes=3, image_size=32, resize=40, batch_size=64, num_workers=0, decode=mode
+        )
+        dm.trainer = SimpleNamespace(
+            training=False, strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1, global_rank=0
+        )
         dm.setup("fit")
         modules[mode] = dm
     dm = modules["device"]
@@ -417,12 +435,24 @@ def test_device_decoding_gives_the_loaders_batches(tmp_path):
 
 
 def test_a_run_trains_with_device_decoding(tmp_path, smoke_overrides):
-    from alexnet.train import train
+    from alexnet.training.fit import train
     from conftest import compose_config
 
     root = small_imagenet(tmp_path, truncated=False)
-    cfg = compose_config([*smoke_overrides, "data=imagenet", f"data.root={root}", "data.num_classes=3",
-                          "data.resize=40", "data.decode=device", "data.num_workers=0", "data.batch_size=4",
-                          "model=cifar", "model.width=0.125"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            *smoke_overrides,
+            "data=imagenet",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.resize=40",
+            "data.decode=device",
+            "data.num_workers=0",
+            "data.batch_size=4",
+            "model=cifar",
+            "model.width=0.125",
+        ],
+        tmp_path,
+    )
     train(cfg)
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "finished"

@@ -20,3 +20,54 @@ def test_lightnings_own_launcher_is_recognised():
     two = L.Trainer(accelerator="cpu", devices=2, logger=False, enable_progress_bar=False)
     assert own_launcher(two) is not None, f"{UPGRADED}: the DDP launcher is no longer _SubprocessScriptLauncher"
     assert own_launcher(L.Trainer(accelerator="cpu", devices=1, logger=False)) is None
+
+
+def test_the_fit_loop_state_and_the_checkpoint_dict_are_still_reachable(tmp_path):
+    from functools import partial
+
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alexnet.lightning_compat import checkpoint_state, logging_step, request_stop, set_logging_step
+    from alexnet.training.system import ClassificationSystem
+
+    system = ClassificationSystem(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), 3, partial(torch.optim.SGD, lr=0.1))
+    data = DataLoader(TensorDataset(torch.randn(16, 3, 2, 2), torch.randint(0, 3, (16,))), batch_size=4)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(system, data)
+    try:
+        assert logging_step(trainer) == trainer.global_step == 4, UPGRADED
+        set_logging_step(trainer, 2)
+        assert logging_step(trainer) == 2, UPGRADED
+        state = checkpoint_state(trainer)
+        assert state["global_step"] == 4 and "net.1.weight" in state["state_dict"], UPGRADED
+        request_stop(trainer)
+        assert trainer.received_sigterm, f"{UPGRADED}: request_stop no longer reaches trainer.received_sigterm"
+    except AttributeError as err:
+        raise AssertionError(f"{UPGRADED}: {err}") from err
+
+
+def test_only_the_compat_module_touches_lightnings_private_parts():
+    """Private Lightning names imported, or private attributes read off Lightning's objects (the
+    trainer, its strategy, loops, connectors, launcher; a LightningModule; ``super()`` in a
+    subclass), anywhere in src/ but lightning_compat.py."""
+    import ast
+    from pathlib import Path
+
+    lightning_objects = ("trainer", "strategy", "loop", "connector", "launcher", "pl_module", "super()")
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "src").rglob("*.py")):
+        if path.name == "lightning_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lightning"):
+                names = [node.module, *(alias.name for alias in node.names)]
+                found += [f"{where} imports {n}" for n in names if any(p.startswith("_") for p in n.split("."))]
+            private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+            if private and any(word in ast.unparse(node.value) for word in lightning_objects):
+                found.append(f"{where} reads {ast.unparse(node)}")
+    assert not found, "move these into alexnet/lightning_compat.py:\n" + "\n".join(found)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alexnet.loggers import wandb_mode
+from alexnet.training.loggers import wandb_mode
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def test_groups_normalise_each_column_on_its_own():
 
 @pytest.mark.parametrize("size", [0, 4, -3])
 def test_rejects_windows_that_are_not_odd_and_positive(size):
-    with pytest.raises(ValueError, match="odd and positive"):
+    with pytest.raises(ValueError, match=f"norm.size={size} is not allowed: an odd positive integer"):
         LocalResponseNorm(8, size=size)
 
 
@@ -133,8 +133,13 @@ def test_make_bench_writes_a_ratio_per_benchmark(tmp_path):
     from conftest import ROOT
 
     out = tmp_path / "latest.json"
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--only", "lrn", "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--only", "lrn", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["machine"]["cores"] >= 1
@@ -151,8 +156,13 @@ def test_gpu_benchmark_script_runs_in_smoke_mode_on_a_cpu(tmp_path):
     from conftest import ROOT
 
     out = tmp_path / "gpu.json"
-    result = subprocess.run([sys.executable, "-m", "bench.gpu", "--smoke", "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["smoke"] and data["training"]["fp32"]["images_per_s"] > 0 and data["loader_images_per_s"] > 0

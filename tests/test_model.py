@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from alexnet.models import AlexNet, LocalResponseNorm, load_torchvision_weights
-from alexnet.models.summary import layer_table
+from alexnet.models.layer_table import layer_table
 from conftest import compose_config
 
 
@@ -165,5 +165,5 @@ def test_builder_accepts_layer_names_from_python():
         num_classes=7, input_size=32, stem="cifar", width=0.25, norm="batchnorm", pool="nonoverlap", activation="tanh"
     )
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
-    with pytest.raises(ValueError, match="unknown norm 'layernorm'"):
+    with pytest.raises(ValueError, match=r"norm='layernorm' is not allowed: one of \['batchnorm', 'lrn'"):
         AlexNet(norm="layernorm")

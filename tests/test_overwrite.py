@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet.runs import run_in
+from alexnet.rundir import RunDir
 from conftest import ROOT, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
@@ -24,14 +24,14 @@ def digests(directory: Path) -> dict[str, str]:
 
 
 def test_a_directory_holds_a_run_once_it_has_results_checkpoints_or_metrics(tmp_path):
-    assert run_in(tmp_path) is None
+    assert RunDir(tmp_path).holds_run() is None
     (tmp_path / ".hydra").mkdir()  # what Hydra writes first: not yet a run
-    assert run_in(tmp_path) is None
+    assert RunDir(tmp_path).holds_run() is None
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "metrics.csv").write_text("epoch\n")
-    assert "metrics.csv (no results.json" in run_in(tmp_path)
+    assert "metrics.csv (no results.json" in RunDir(tmp_path).holds_run()
     (tmp_path / "results.json").write_text(json.dumps({"status": "preempted"}))
-    assert run_in(tmp_path).startswith("status 'preempted'")
+    assert RunDir(tmp_path).holds_run().startswith("status 'preempted'")
 
 
 @pytest.mark.slow

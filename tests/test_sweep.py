@@ -8,7 +8,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet.report import difference_ci, write_report
+from alexnet.analysis.sweeps import difference_ci, write_report
 from conftest import ROOT, compose_config, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")

@@ -16,7 +16,7 @@ def digits(**kwargs) -> DigitsDataModule:
 
 def test_without_augmentation_it_yields_the_reference_pipelines_images_and_labels():
     dm = digits(crop_padding=0, flip=False)
-    ours = list(dm._tensor_loader(dm.val_set, train=False))
+    ours = list(dm.tensor_loader(dm.val_set, train=False))
     reference = list(DataLoader(dm.val_set, batch_size=64))  # per-image v2 transforms: resize 8 -> 32, normalise
     torch.testing.assert_close(torch.cat([x for x, _ in ours]), torch.cat([x for x, _ in reference]))
     assert torch.equal(torch.cat([y for _, y in ours]), torch.cat([y for _, y in reference]))
@@ -36,8 +36,9 @@ def test_training_shards_are_equal_disjoint_and_change_with_the_epoch():
     shards = {}
     for epoch in (0, 1):
         for rank in range(3):
-            loader = TensorBatchLoader(images, labels, 4, train=True, mean=[0] * 3, std=[1] * 3, rank=rank, world=3,
-                                       seed=7)  # fmt: skip
+            loader = TensorBatchLoader(
+                images, labels, 4, train=True, mean=[0] * 3, std=[1] * 3, rank=rank, world=3, seed=7
+            )
             loader.set_epoch(epoch)
             shards[epoch, rank] = [int(y) for _, batch in loader for y in batch]
             assert len(loader) == 2  # 7 images each, batches of 4: every process takes two steps
@@ -51,7 +52,7 @@ def test_the_seed_fixes_order_and_augmentation():
 
     def epoch_batches(seed: int) -> list[torch.Tensor]:
         dm.hparams.seed = seed
-        return [x for x, _ in dm._tensor_loader(dm.train_set, train=True)]
+        return [x for x, _ in dm.tensor_loader(dm.train_set, train=True)]
 
     first, again, other = epoch_batches(3), epoch_batches(3), epoch_batches(4)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
@@ -79,14 +80,14 @@ def test_batch_crop_and_flip_give_windows_of_the_padded_images():
 
 def test_resuming_mid_epoch_continues_with_the_same_batches():
     dm = digits()
-    loader = dm._tensor_loader(dm.train_set, train=True)
+    loader = dm.tensor_loader(dm.train_set, train=True)
     full = [x for x, _ in loader]
-    interrupted = dm._tensor_loader(dm.train_set, train=True)
+    interrupted = dm.tensor_loader(dm.train_set, train=True)
     batches = iter(interrupted)
     next(batches), next(batches)
     state = interrupted.state_dict()
     assert state == {"epoch": 0, "batches_done": 2}
-    resumed = dm._tensor_loader(dm.train_set, train=True)
+    resumed = dm.tensor_loader(dm.train_set, train=True)
     resumed.load_state_dict(state)
     rest = [x for x, _ in resumed]
     assert len(rest) == len(full) - 2 and all(torch.equal(a, b) for a, b in zip(rest, full[2:]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.train import train
+from alexnet.training.fit import train
 from conftest import ROOT, compose_config, run_script
 
 
@@ -92,8 +92,16 @@ def test_summary_prints_the_papers_totals(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_throughput_switches_run_and_keep_plain_checkpoint_names(tmp_path, smoke_overrides):
-    cfg = compose_config([*smoke_overrides, "system.channels_last=true", "system.compile=true", "model.width=0.125",
-                          "trainer.benchmark=true"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            *smoke_overrides,
+            "system.channels_last=true",
+            "system.compile=true",
+            "model.width=0.125",
+            "trainer.benchmark=true",
+        ],
+        tmp_path,
+    )
     train(cfg)
     results = read_results(tmp_path)
     assert results["status"] == "finished"
@@ -102,7 +110,7 @@ def test_gpu_throughput_switches_run_and_keep_plain_checkpoint_names(tmp_path, s
 
 
 def test_a_planted_nan_stops_the_run_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path, smoke_overrides):
-    poison = ["+callbacks.poison._target_=conftest.PoisonWeightsAt", "+callbacks.poison.step=3"]
+    poison = ["+callbacks.poison._target_=planted.PoisonWeightsAt", "+callbacks.poison.step=3"]
     cfg = compose_config([*smoke_overrides, "trainer.max_epochs=3", *poison], tmp_path)
     with pytest.raises(Exception, match="non-finite loss or gradient at step 3 .epoch 1."):
         train(cfg)
@@ -122,15 +130,22 @@ def test_the_progress_bar_reads_metrics_every_n_batches_not_each(monkeypatch):
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from alexnet.callbacks import ProgressBar
-    from alexnet.system import ClassificationSystem
+    from alexnet.training.callbacks import ProgressBar
+    from alexnet.training.system import ClassificationSystem
 
     reads = []
     monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: reads.append(1) or {})
     system = ClassificationSystem(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), 3, partial(torch.optim.SGD, lr=0.1))
     data = DataLoader(TensorDataset(torch.randn(80, 3, 2, 2), torch.randint(0, 3, (80,))), batch_size=4)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, callbacks=[ProgressBar(metrics_every=10)], logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        callbacks=[ProgressBar(metrics_every=10)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(system, data)
     assert trainer.global_step == 20 and 1 <= len(reads) <= 3  # after batches 10 and 20, and at the epoch's end
 
@@ -142,7 +157,7 @@ def test_the_plateau_schedule_divides_the_rate_by_ten_when_val_error_stalls(tmp_
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from alexnet.system import ClassificationSystem
+    from alexnet.training.system import ClassificationSystem
 
     cfg = compose_config(["scheduler.patience=1"])
     system = ClassificationSystem(

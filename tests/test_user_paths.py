@@ -57,10 +57,11 @@ def test_eval_without_overrides_reproduces_the_runs_own_test_numbers(run_dir):
 
 @pytest.mark.slow
 def test_eval_on_two_processes_gives_the_same_numbers_as_on_one(run_dir):
-    one, _ = evaluate(run_dir)
-    two, _ = evaluate(run_dir, "trainer.devices=2")
+    one, one_out = evaluate(run_dir)
+    two, two_out = evaluate(run_dir, "trainer.devices=2")
     assert two["world_size"] == 2
     assert [two[k] for k in ("images", "err1", "err5")] == [one[k] for k in ("images", "err1", "err5")]
+    assert (two_out / "per_class.csv").read_text() == (one_out / "per_class.csv").read_text()  # every class
 
 
 @pytest.mark.slow

@@ -6,16 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from alexnet.analysis.filters import chromatic_fraction, filter_blocks, tile_grid
+from alexnet.analysis.predictions import nearest_neighbours
 from alexnet.models import AlexNet
-from alexnet.train import train
-from alexnet.visualize import (
-    chromatic_fraction,
-    confusion_matrix,
-    filter_blocks,
-    nearest_neighbours,
-    per_class_errors,
-    tile_grid,
-)
+from alexnet.training.fit import train
 from conftest import ROOT, compose_config, run_script
 
 
@@ -46,24 +40,6 @@ def test_chromatic_fraction_is_zero_for_grey_kernels_and_one_for_pure_colour():
     colour = colour - colour.mean(dim=1, keepdim=True)  # no brightness component at all
     fractions = chromatic_fraction(torch.cat([grey, colour]), columns=2)
     assert fractions == pytest.approx([0.0, 1.0], abs=1e-9)
-
-
-def test_per_class_errors_agree_with_the_overall_error():
-    torch.manual_seed(0)
-    probs = torch.rand(200, 7).softmax(dim=1)
-    labels = torch.randint(0, 7, (200,))
-    rows = per_class_errors(probs, labels, [f"c{i}" for i in range(7)])
-    overall1 = (probs.argmax(1) != labels).float().mean().item()
-    overall5 = 1 - (probs.topk(5).indices == labels[:, None]).any(1).float().mean().item()
-    assert sum(r["n"] * r["err1"] for r in rows) / 200 == pytest.approx(overall1)
-    assert sum(r["n"] * r["err5"] for r in rows) / 200 == pytest.approx(overall5)
-
-
-def test_confusion_matrix_counts_each_prediction_once():
-    probs = torch.eye(3)[[0, 1, 1, 2, 0]]
-    labels = torch.tensor([0, 1, 2, 2, 1])
-    expected = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1]])
-    assert torch.equal(confusion_matrix(probs, labels, 3), expected)
 
 
 def test_neighbour_search_in_batches_equals_brute_force():
@@ -99,7 +75,6 @@ def test_a_short_digits_run_leaves_every_picture_and_logs_them_to_wandb(tmp_path
         "predictions.png",
         "neighbours.png",
         "per_class_test.csv",
-        "per_class_val.csv",
     ):
         assert (visuals / name).stat().st_size > 0, name
     results = json.loads((tmp_path / "results.json").read_text())

@@ -1,10 +1,12 @@
-"""What this repo needs from Lightning beyond its public API, in one place.
+"""What this repo needs from Lightning beyond its public API, in one place: no other module touches
+a private attribute of Lightning's.
 
 Tested with Lightning 2.6 (``pyproject.toml`` bounds it); ``tests/test_lightning_compat.py`` fails
 with the installed version's number if an upgrade removes what is used here.
 """
 
 from datetime import timedelta
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.strategies import Strategy
@@ -35,3 +37,21 @@ def request_stop(trainer: L.Trainer) -> None:
     """Make Lightning stop at the next step boundary with ``SIGTERMException``, as on SIGTERM,
     without its signal handler (which runs a collective inside the handler)."""
     trainer._signal_connector.received_sigterm = True
+
+
+def checkpoint_state(trainer: L.Trainer) -> dict[str, Any]:
+    """Everything Lightning puts in a checkpoint (weights, optimiser, loops, callbacks' states), as
+    a dict, without writing it: ``Trainer.save_checkpoint`` would add a barrier, which a rank that
+    writes alone (after another failed) must not wait in."""
+    return trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+
+
+def logging_step(trainer: L.Trainer) -> int:
+    """The step loggers are given: optimiser steps taken, counted by the fit loop."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def set_logging_step(trainer: L.Trainer, step: int) -> None:
+    """Set the loggers' step. After a resume from a checkpoint saved at a batch start, Lightning
+    adds one (it assumes a save at a batch end); this puts it back."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = step

@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
+from alexnet.config import require
 from alexnet.data.tensor_loader import TensorBatchLoader
 
 
@@ -71,9 +72,18 @@ class UnpaddedShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
-def default_workers(devices: int = 1) -> int:
-    """Loader processes per device: the CPU cores shared among the devices, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 1) // max(1, devices)))
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity (what SLURM's ``--cpus-per-task`` or
+    ``taskset`` grant), not every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_workers(processes: int = 1) -> int:
+    """Loader workers for each of the ``processes`` on this machine (devices per node): the usable
+    cores shared among them, at most 8 each."""
+    return max(1, min(8, usable_cores() // max(1, processes)))
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -91,8 +101,14 @@ class ClassificationDataModule(L.LightningDataModule):
         self, num_classes: int, batch_size: int = 128, num_workers: int | str = 0, pin_memory: bool = True
     ) -> None:
         super().__init__()
+        batch_ok = isinstance(batch_size, int) and batch_size >= 1
+        require(batch_ok, "data.batch_size", batch_size, "a positive integer (the global batch)")
+        require(isinstance(num_classes, int) and num_classes >= 2, "data.num_classes", num_classes, "an integer >= 2")
+        workers_ok = num_workers == "auto" or (isinstance(num_workers, int) and num_workers >= 0)
+        auto = "an integer >= 0, or auto (the usable cores shared among this machine's devices)"
+        require(workers_ok, "data.num_workers", num_workers, auto)
         self.num_classes, self.batch_size, self.pin_memory = num_classes, batch_size, pin_memory
-        self.num_workers = default_workers() if num_workers == "auto" else int(num_workers)
+        self.workers = num_workers
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -146,6 +162,13 @@ class ClassificationDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    @property
+    def num_workers(self) -> int:
+        """``data.num_workers``; ``auto``: :func:`default_workers` for this machine's processes."""
+        if self.workers != "auto":
+            return self.workers
+        return default_workers(self.trainer.num_devices if self.trainer is not None else 1)
+
 
 class ImageClassificationDataModule(ClassificationDataModule):
     """Base for data held in memory as uint8 tensors (digits, CIFAR).
@@ -185,8 +208,7 @@ class ImageClassificationDataModule(ClassificationDataModule):
         pipeline: str = "tensor",
         seed: int = 0,
     ) -> None:
-        if pipeline not in ("tensor", "dataloader"):
-            raise ValueError(f"data.pipeline={pipeline!r}; choose 'tensor' or 'dataloader'")
+        require(pipeline in ("tensor", "dataloader"), "data.pipeline", pipeline, "tensor or dataloader")
         super().__init__(num_classes, batch_size, num_workers, pin_memory)
         self.save_hyperparameters(logger=False)
 
@@ -211,38 +233,47 @@ class ImageClassificationDataModule(ClassificationDataModule):
         return ImageTensorDataset(dataset.images, dataset.labels, self.val_set.transform)
 
     def train_dataloader(self):
-        return (
-            self._tensor_loader(self.train_set, train=True)
-            if self.hparams.pipeline == "tensor"
-            else super().train_dataloader()
-        )
+        return self._split_loader(self.train_set, train=True)
 
     def val_dataloader(self):
-        return (
-            self._tensor_loader(self.val_set, train=False)
-            if self.hparams.pipeline == "tensor"
-            else super().val_dataloader()
-        )
+        return self._split_loader(self.val_set, train=False)
 
     def test_dataloader(self):
-        return (
-            self._tensor_loader(self.test_set, train=False)
-            if self.hparams.pipeline == "tensor"
-            else super().test_dataloader()
-        )
+        return self._split_loader(self.test_set, train=False)
 
-    def _tensor_loader(self, dataset: ImageTensorDataset, train: bool) -> TensorBatchLoader:
+    def _split_loader(self, dataset: ImageTensorDataset, train: bool):
+        if self.hparams.pipeline == "tensor":
+            return self.tensor_loader(dataset, train)
+        return self._loader(dataset, shuffle=train)
+
+    def tensor_loader(self, dataset: ImageTensorDataset, train: bool) -> TensorBatchLoader:
+        """``data.pipeline=tensor``'s loader over ``dataset``: on the trainer's device, this process's
+        shard, following the trainer's epoch and (training) its count of trained batches."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         images = dataset.images if device.type == "cpu" else self._on_device(dataset, device)
         return TensorBatchLoader(
-            images, dataset.labels, self.batch_size_per_device, train, self.mean, self.std,
-            size=self.hparams.image_size, padding=self.hparams.crop_padding, flip=self.hparams.flip,
-            seed=self.hparams.seed, rank=trainer.global_rank if trainer else 0, world=trainer.world_size if trainer
-            else 1, epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
-            progress=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed) if trainer is not None
-            and train else None,
-        )  # fmt: skip
+            images,
+            dataset.labels,
+            self.batch_size_per_device,
+            train,
+            self.mean,
+            self.std,
+            size=self.hparams.image_size,
+            padding=self.hparams.crop_padding,
+            flip=self.hparams.flip,
+            seed=self.hparams.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world=trainer.world_size if trainer is not None else 1,
+            epoch=self._trainer_epoch if trainer is not None else None,
+            progress=self._trained_batches if trainer is not None and train else None,
+        )
+
+    def _trainer_epoch(self) -> int:
+        return self.trainer.current_epoch
+
+    def _trained_batches(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def _on_device(self, dataset: ImageTensorDataset, device: torch.device) -> torch.Tensor:
         """The split's images on ``device``, copied there once."""

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet.config import require
 from alexnet.data.base import DataError, ImageClassificationDataModule
 
 # name -> (folder, train files, test files, meta file, label key, class-name key)
+CLASSES = {"cifar10": 10, "cifar100": 100}
 LAYOUTS = {
     "cifar10": (
         "cifar-10-batches-py",
@@ -51,8 +53,10 @@ class CIFARDataModule(ImageClassificationDataModule):
     def __init__(
         self, name: str = "cifar10", root: str = "data", download: bool = True, checksum: bool = True, **kwargs
     ) -> None:
-        if name not in LAYOUTS:
-            raise ValueError(f"unknown CIFAR dataset {name!r}; choose one of {sorted(LAYOUTS)}")
+        require(name in LAYOUTS, "data.name", name, f"one of {sorted(LAYOUTS)}")
+        classes = CLASSES[name]
+        num_classes = kwargs.get("num_classes", classes)
+        require(num_classes == classes, "data.num_classes", num_classes, f"{classes}, the dataset's class count")
         super().__init__(**kwargs)
         self.name, self.root, self.download, self.checksum = name, Path(root), download, checksum
 

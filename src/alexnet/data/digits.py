@@ -8,6 +8,7 @@ default (a flipped 2 is not a 2).
 import torch
 from sklearn.datasets import load_digits
 
+from alexnet.config import require
 from alexnet.data.base import ImageClassificationDataModule, stratified_split
 
 
@@ -16,8 +17,9 @@ class DigitsDataModule(ImageClassificationDataModule):
 
     class_names = [str(d) for d in range(10)]
 
-    def __init__(self, test_size: float | int = 0.15, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, test_size: float | int = 0.15, num_classes: int = 10, **kwargs) -> None:
+        require(num_classes == 10, "data.num_classes", num_classes, "10, the dataset's class count")
+        super().__init__(num_classes=num_classes, **kwargs)
         self.test_size = test_size
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,7 +3,8 @@ Neural Networks", NIPS 2012 (§3, Fig. 2).
 
 One builder, every design choice an argument. The paper's two GPUs are two *columns*: conv2, conv4
 and conv5 are grouped convolutions that see only their own column's channels; conv3 and the fully
-connected layers cross columns (§3.2). Named presets over this builder live in ``presets.py``.
+connected layers cross columns (§3.2). Named presets over this builder are config files,
+``conf/model/{paper,one_column,blog,cifar}.yaml``.
 
 Departures from the paper, each deliberate:
 - the input is 227×227, not the printed 224, which cannot give conv1's 55×55 output;
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from alexnet.config import is_number, require
 from alexnet.models.layers import (
     ACT_LAYERS,
     NORM_LAYERS,
@@ -90,17 +92,18 @@ class AlexNet(nn.Module):
         init: str = "paper",
     ) -> None:
         super().__init__()
-        _check_choice("stem", stem, STEMS)
-        _check_choice("head", head, HEADS)
-        _check_choice("init", init, INITS)
-        _check_choice("dropout_position", dropout_position, DROPOUT_POSITIONS)
-        if len(channels) != 5:
-            raise ValueError(f"channels must list conv1..conv5 (5 numbers); got {list(channels)}")
-        if columns < 1 or width <= 0 or not 0 <= dropout < 1:
-            raise ValueError(
-                f"need columns >= 1, width > 0 and 0 <= dropout < 1; "
-                f"got columns={columns}, width={width}, dropout={dropout}"
-            )
+        for key, value, allowed in (
+            ("stem", stem, STEMS),
+            ("head", head, HEADS),
+            ("init", init, INITS),
+            ("dropout_position", dropout_position, DROPOUT_POSITIONS),
+        ):
+            require(value in allowed, f"model.{key}", value, f"one of {sorted(allowed)}")
+        require(len(channels) == 5, "model.channels", list(channels), "conv1..conv5's channels (5 numbers)")
+        require(isinstance(columns, int) and columns >= 1, "model.columns", columns, "an integer >= 1 (the paper: 2)")
+        require(is_number(width) and width > 0, "model.width", width, "a number > 0")
+        require(is_number(dropout) and 0 <= dropout < 1, "dropout.p", dropout, "a probability in [0, 1)")
+        require(isinstance(input_size, int) and input_size >= 1, "model.input_size", input_size, "a positive integer")
         norm = resolve("norm", norm, NORM_LAYERS)
         pool = resolve("pool", pool, POOL_LAYERS)
         act = resolve("activation", activation, ACT_LAYERS)
@@ -136,8 +139,13 @@ class AlexNet(nn.Module):
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.fc8(self.fc7(x))
+
+    def fc7(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's output: the 4096-d image representation whose distances the
+        paper's Fig. 4 (right) compares."""
         x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+        return self.classifier.fc7(self.classifier.fc6(torch.flatten(x, 1)))
 
     def reset_parameters(self) -> None:
         """Initialise weights by ``self.init``."""
@@ -181,8 +189,3 @@ def _fc_block(c_in: int, c_out: int, act: ActFactory, dropout: float, position: 
         drop = nn.Dropout(dropout)
         layers = OrderedDict(drop=drop, **layers) if position == "before" else OrderedDict(**layers, drop=drop)
     return nn.Sequential(layers)
-
-
-def _check_choice(name: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(allowed)}")

@@ -12,6 +12,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from alexnet.config import is_number, require
 from alexnet.models.fast_lrn import local_response_norm, resolve_impl
 
 NormFactory = Callable[[int, int], nn.Module]
@@ -50,8 +51,10 @@ class LocalResponseNorm(nn.Module):
         impl: str = "auto",
     ) -> None:
         super().__init__()
-        if size < 1 or size % 2 == 0:
-            raise ValueError(f"LRN size must be odd and positive (a centred window); got {size}")
+        odd = isinstance(size, int) and size >= 1 and size % 2 == 1
+        require(odd, "norm.size", size, "an odd positive integer (a window centred on each channel; the paper: 5)")
+        for key, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+            require(is_number(value) and value >= 0, f"norm.{key}", value, "a number >= 0")
         if num_channels % groups:
             raise ValueError(f"LRN channels ({num_channels}) must divide into {groups} groups")
         self.num_channels, self.groups = num_channels, groups
@@ -105,6 +108,5 @@ def resolve(kind: str, value, table: dict):
     """A factory from a name in ``table``, or ``value`` itself when it is already a callable."""
     if value is None or callable(value):
         return value
-    if value not in table:
-        raise ValueError(f"unknown {kind} {value!r}; choose one of {sorted(table)}")
+    require(value in table, kind, value, f"one of {sorted(table)}")
     return table[value]

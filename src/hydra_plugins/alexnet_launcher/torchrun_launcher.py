@@ -13,7 +13,6 @@ job died before it could) and the remaining jobs still run, unless ``stop_on_fai
 Kept free of torch imports: Hydra imports every plugin module at start-up.
 """
 
-import json
 import logging
 import os
 import subprocess
@@ -25,6 +24,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from alexnet.rundir import RunDir, results_record
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,16 @@ def job_command(
     script: str, overrides: Sequence[str], job_dir: Path, nproc: int, extra: Sequence[str] = ()
 ) -> list[str]:
     """The command that runs one sweep job: torchrun over the training script, in ``job_dir``."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
     return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
-        script, *overrides, *extra,
+        *torchrun,
+        f"--nproc_per_node={nproc}",
+        script,
+        *overrides,
+        *extra,
         f"hydra.run.dir={job_dir}",
         "hydra.output_subdir=null",  # the launcher writes .hydra/ once, not every rank
-    ]  # fmt: skip
+    ]
 
 
 class TorchrunLauncher(Launcher):
@@ -94,7 +98,7 @@ class TorchrunLauncher(Launcher):
                 extra.append(f"logger.wandb.group={sweep_group(sweep_dir)}")
             command = job_command(script, list(overrides), job_dir, nproc, extra)
             code = subprocess.run(command, cwd=os.getcwd()).returncode
-            returns.append(job_return(sweep_config, overrides, job_dir, code))
+            returns.append(job_return(sweep_config, overrides, job_dir, code, nproc))
             if code != 0:
                 log.error(f"\t#{idx} failed with exit code {code}; see {job_dir}")
                 if self.stop_on_failure:
@@ -110,19 +114,19 @@ def sweep_group(sweep_dir: Path) -> str:
 
 def save_job_config(sweep_config: DictConfig, overrides: Sequence[str], job_dir: Path) -> None:
     """Write the job's ``.hydra/`` files as a Hydra run would (the job itself writes none)."""
-    target = job_dir / ".hydra"
-    target.mkdir(parents=True, exist_ok=True)
+    run = RunDir(job_dir)
+    run.config_file.parent.mkdir(parents=True, exist_ok=True)
     task_config = OmegaConf.masked_copy(sweep_config, [k for k in sweep_config if k != "hydra"])
-    OmegaConf.save(task_config, target / "config.yaml")
-    OmegaConf.save(sweep_config.hydra, target / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), target / "overrides.yaml")
+    OmegaConf.save(task_config, run.config_file)
+    OmegaConf.save(sweep_config.hydra, run.config_file.with_name("hydra.yaml"))
+    OmegaConf.save(OmegaConf.create(list(overrides)), run.overrides_file)
 
 
-def job_return(sweep_config: DictConfig, overrides: Sequence[str], job_dir: Path, code: int) -> JobReturn:
+def job_return(sweep_config: DictConfig, overrides: Sequence[str], job_dir: Path, code: int, nproc: int) -> JobReturn:
     """Hydra's record of a finished job; a failed one is also recorded in its ``results.json``."""
     ret = JobReturn(overrides=list(overrides), working_dir=str(job_dir), task_name=sweep_config.hydra.job.name)
-    results_file = job_dir / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else None
+    run = RunDir(job_dir)
+    results = run.results()
     if code == 0:
         ret.status = JobStatus.COMPLETED
         best = (results or {}).get("val", {}).get("best") or {}
@@ -130,14 +134,17 @@ def job_return(sweep_config: DictConfig, overrides: Sequence[str], job_dir: Path
         return ret
     if results is None or results.get("status") in (None, "running", "finished"):
         # Died before train() could say why (a config that does not compose, a crashed process).
-        results = {
-            **(results or {}),
-            "status": "failed",
-            "error": f"the job exited with code {code}",
-            "run_dir": str(job_dir),
-            "overrides": list(overrides),
-        }
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        error = f"the job exited with code {code}"
+        results = results_record(
+            "failed",
+            run,
+            error=error,
+            overrides=overrides,
+            seed=sweep_config.get("seed"),
+            world_size=nproc,
+            history=(results or {}).get("history", []),
+        )
+        run.write_results(results)
     ret.status = JobStatus.FAILED
     ret.return_value = JobFailed(f"job {job_dir.name} ({' '.join(overrides)}) failed: {results.get('error')}")
     return ret

@@ -9,9 +9,10 @@ from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from alexnet.analysis.filters import plot_filters
 from alexnet.models.fast_lrn import kernel_for
 from alexnet.models.layers import LocalResponseNorm
-from alexnet.visualize import plot_filters
+from alexnet.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,15 @@ class DivergenceGuard(L.Callback):
 
     @staticmethod
     def _stop(trainer: L.Trainer, what: str) -> None:
-        run_dir = Path(trainer.default_root_dir)
-        last_good = run_dir / "checkpoints" / "resume.ckpt"
+        # Imported here: resume_checkpoint imports Diverged from this module.
+        from alexnet.training.resume_checkpoint import ResumeCheckpoint
+
+        run = RunDir(trainer.default_root_dir)  # the trainer's root is the run directory (conf/trainer)
+        resume = next((c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
+        last_good = resume.path if resume is not None else run.resume_checkpoint
         after = (
             f"Last good checkpoint: {last_good}; continue from it with: "
-            f"python src/train.py resume={run_dir} optimizer.lr=<lower>"
+            f"python src/train.py resume={run} optimizer.lr=<lower>"
             if last_good.is_file()
             else "No checkpoint was written yet."
         )
@@ -132,6 +137,7 @@ class ProgressBar(RichProgressBar):
     def __init__(self, metrics_every: int = 10, **kwargs) -> None:
         super().__init__(**kwargs)
         self.metrics_every, self._skip_metrics = max(1, metrics_every), False
+        self._shown: dict = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self._skip_metrics = (batch_idx + 1) % self.metrics_every != 0
@@ -140,6 +146,7 @@ class ProgressBar(RichProgressBar):
         finally:
             self._skip_metrics = False
 
-    def _update_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         if not self._skip_metrics:
-            super()._update_metrics(trainer, pl_module)
+            self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown  # between reads, the bar shows the last values read

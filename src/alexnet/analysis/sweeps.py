@@ -9,7 +9,6 @@ listed, never dropped; a partial sweep still reports.
 """
 
 import csv
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from alexnet.rundir import RunDir
 
 # The paper's choice on each axis a sweep may vary; the configuration made of these is the baseline.
 PAPER_CHOICES = {
@@ -86,13 +87,15 @@ class Group:
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
     """Every job directory of a sweep (a folder holding ``.hydra/overrides.yaml``), in job order."""
-    jobs = []
-    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
-        job_dir = overrides_file.parent.parent
-        results_file = job_dir / "results.json"
-        results = json.loads(results_file.read_text()) if results_file.is_file() else None
-        jobs.append(Job(job_dir.name, list(OmegaConf.load(overrides_file)), results))
-    return sorted(jobs, key=lambda j: (not j.name.isdigit(), int(j.name) if j.name.isdigit() else j.name))
+    runs = [RunDir(job_dir) for job_dir in sweep_dir.glob("*/") if RunDir(job_dir).overrides_file.is_file()]
+    # .hydra/overrides.yaml holds the job's overrides as given, resume= included
+    jobs = [Job(run.path.name, list(OmegaConf.load(run.overrides_file)), run.results()) for run in runs]
+    return sorted(jobs, key=job_order)
+
+
+def job_order(job: "Job") -> tuple[bool, int | str]:
+    """Numbered jobs first, in number order (2 before 10)."""
+    return (not job.name.isdigit(), int(job.name) if job.name.isdigit() else job.name)
 
 
 def expected_job_count(sweep_dir: Path) -> int | None:
@@ -246,13 +249,23 @@ def write_runs_csv(path: Path, jobs: Sequence[Job], groups: Sequence[Group]) -> 
             r = job.results or {}
             best = (r.get("val") or {}).get("best") or {}
             test = r.get("test") or {}
-            writer.writerow({
-                "job": job.name, "status": job.status, "configuration": label[id(job)],
-                "seed": job.choices.get("seed", r.get("seed")), "val_best_err1": best.get("err1"),
-                "val_best_err5": best.get("err5"), "best_epoch": best.get("epoch"), "test_err1": test.get("err1"),
-                "test_err5": test.get("err5"), "epochs": r.get("epochs"), "world_size": r.get("world_size"),
-                "wall_time_s": r.get("wall_time_s"), "error": r.get("error"), "overrides": " ".join(job.overrides),
-            })  # fmt: skip
+            row = {
+                "job": job.name,
+                "status": job.status,
+                "configuration": label[id(job)],
+                "seed": job.choices.get("seed", r.get("seed")),
+                "val_best_err1": best.get("err1"),
+                "val_best_err5": best.get("err5"),
+                "best_epoch": best.get("epoch"),
+                "test_err1": test.get("err1"),
+                "test_err5": test.get("err5"),
+                "epochs": r.get("epochs"),
+                "world_size": r.get("world_size"),
+                "wall_time_s": r.get("wall_time_s"),
+                "error": r.get("error"),
+                "overrides": " ".join(job.overrides),
+            }
+            writer.writerow(row)
 
 
 def plot_curves(path: Path, groups: Sequence[Group], metric: str, title: str, target: float | None = None) -> None:

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -46,23 +46,21 @@ class ResumableCSVLogger(CSVLogger):
 
     def __init__(self, *args, keep_rows: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._keep_rows = keep_rows
+        if keep_rows is not None:
+            self._continue_file(keep_rows)
 
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None and self._keep_rows is not None:
-            path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-            header, rows = [], []
-            if path.is_file():
-                with open(path, newline="") as f:
-                    reader = csv.DictReader(f)
-                    header, rows = list(reader.fieldnames or []), list(reader)[: self._keep_rows]
-            self._experiment = ExperimentWriter(log_dir=self.log_dir)  # deletes the old file
-            if header:
-                with open(path, "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=header)
-                    writer.writeheader()
-                    writer.writerows(rows)
-                self._experiment.metrics_keys = header
-        return super().experiment
+    @rank_zero_only
+    def _continue_file(self, keep_rows: int) -> None:
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        header, rows = [], []
+        if path.is_file():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                header, rows = list(reader.fieldnames or []), list(reader)[:keep_rows]
+        writer = self.experiment  # made now: Lightning's writer starts by deleting the file
+        if header:
+            with open(path, "w", newline="") as f:
+                table = csv.DictWriter(f, fieldnames=header)
+                table.writeheader()
+                table.writerows(rows)
+            writer.metrics_keys = header  # appended rows then follow these columns

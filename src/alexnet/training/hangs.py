@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from alexnet.resume import SLURM_SIGNALS
+from alexnet.training.slurm import SLURM_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def thread_stacks() -> str:
     frames = sys._current_frames()  # the one standard way to read another thread's stack
     names = {t.ident: t.name for t in threading.enumerate()}
     main = threading.main_thread().ident
-    order = sorted(frames, key=lambda ident: ident != main)
+    order = [ident for ident in frames if ident == main] + [ident for ident in frames if ident != main]
     return "\n".join(
         f"Thread {names.get(ident, ident)}:\n{''.join(traceback.format_stack(frames[ident]))}" for ident in order
     )

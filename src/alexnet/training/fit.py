@@ -9,8 +9,6 @@ import os
 import signal
 import time
 import traceback
-import uuid
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,19 +17,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from alexnet.callbacks import Diverged
-from alexnet.config import ConfigError, validate
+from alexnet.analysis.evaluation import evaluate
+from alexnet.analysis.visuals import visualize_from_config
+from alexnet.config import build, validate
 from alexnet.data import per_device_batch_size
-from alexnet.hangs import SignalWatchdog, failed_collective
 from alexnet.lightning_compat import own_launcher, set_collective_timeout
-from alexnet.results import read_metrics, summarise, write_results
-from alexnet.resume import ResumeCheckpoint, checkpoint_extras, reconcile_config, requeued, resume_checkpoint
-from alexnet.visualize import visualize_from_config
+from alexnet.rundir import RunDir, results_record
+from alexnet.training.callbacks import Diverged
+from alexnet.training.hangs import SignalWatchdog, failed_collective
+from alexnet.training.resume import prepare_resume
+from alexnet.training.resume_checkpoint import ResumeCheckpoint
+from alexnet.training.slurm import requeued
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def train(cfg: DictConfig) -> float | None:
     ready for ``resume=``), ``diverged`` or ``failed`` (and the error), and closes the W&B run.
     """
     started = time.time()
-    run_dir = Path(cfg.paths.output_dir)
+    run = RunDir(cfg.paths.output_dir)
+    run_dir = run.path
     status, error, trainer, datamodule, loggers, extra = "running", None, None, None, [], {}
 
     def record(status: str, error: str | None) -> dict[str, Any]:
@@ -57,11 +59,11 @@ def train(cfg: DictConfig) -> float | None:
         stuck process), since rank 0 is then stopped before it can."""
         if datamodule is not None:
             extra.update(datamodule.report())
-        results = {**collect_results(cfg, trainer, run_dir, status, error, time.time() - started), **extra}
+        results = collect_results(cfg, trainer, run, status, error, time.time() - started, extra)
         if rank_zero_only.rank == 0 or status != "finished":
-            write_results(run_dir / "results.json", results)
+            run.write_results(results)
             log.info("%s", headline(results))
-            log.info("results: %s", run_dir / "results.json")
+            log.info("results: %s", run.results_file)
         return results
 
     def on_stuck(signum: int, where: str) -> None:
@@ -89,18 +91,20 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.resume:
             ckpt_path, keep_rows = prepare_resume(cfg, run_dir)
         L.seed_everything(cfg.seed, workers=True)
-        datamodule: L.LightningDataModule = instantiate(cfg.data)
-        system: L.LightningModule = instantiate(cfg.system, net=instantiate(cfg.model))
-        name, tags = describe(cfg)
-        loggers = build_loggers(cfg, name, tags, run_dir, keep_rows)
-        trainer = build_trainer(cfg, system, loggers)
+        datamodule: L.LightningDataModule = build(cfg.data, "data")
+        system: L.LightningModule = build(cfg.system, "system", net=build(cfg.model, "model"))
+        trainer = build_trainer(cfg, system)  # Lightning checks its own values here
         per_device_batch_size(cfg.data.batch_size, trainer.world_size)  # fail now, not after loading data
+        name, tags = describe(cfg)
+        trainer.loggers = loggers = build_loggers(cfg, name, tags, run, keep_rows)  # a W&B run starts here
 
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(system, datamodule=datamodule, ckpt_path=best or None)  # loads the best weights into system
+        # Loads the best weights into system; every rank, since the per-class counts sync.
+        evaluation = evaluate(trainer, system, datamodule, "test", ckpt_path=best or None, verbose=True)
         if cfg.visuals.enabled and trainer.is_global_zero and not trainer.interrupted:
-            extra["visuals"] = visualize_from_config(cfg, system.net, datamodule, run_dir / "visuals", loggers)
+            net = system.net.to(trainer.strategy.root_device)  # the trainer's teardown moved it to the CPU
+            extra["visuals"] = visualize_from_config(cfg, net, datamodule, evaluation, run.visuals, loggers)
         status = "interrupted" if trainer.interrupted else "finished"
     except SIGTERMException as err:
         status, error = "preempted", f"stopped by signal; continue with: python src/train.py resume={run_dir}"
@@ -130,17 +134,20 @@ def train(cfg: DictConfig) -> float | None:
     return results["val"]["best"]["err1"] if results["val"]["best"] else None
 
 
-def build_trainer(cfg: DictConfig, system: L.LightningModule, loggers: list[Logger]) -> L.Trainer:
-    """The configured trainer, its callbacks and loggers, with this repo's DDP settings: the
-    collective timeout (``collective_timeout_s``) and BatchNorm synchronised where torch can."""
+def build_trainer(cfg: DictConfig, system: L.LightningModule) -> L.Trainer:
+    """The configured trainer and its callbacks (loggers are set after: see :func:`train`), with
+    this repo's DDP settings: the collective timeout (``collective_timeout_s``) and BatchNorm
+    synchronised where torch can."""
     callbacks = []
     for key, callback in cfg.callbacks.items():
+        # trainer.enable_progress_bar=false alone turns the bar off
         if callback is not None and (key != "progress_bar" or cfg.trainer.enable_progress_bar):
-            callbacks.append(instantiate(callback))  # trainer.enable_progress_bar=false alone turns the bar off
+            callbacks.append(build(callback, f"callbacks.{key}"))
     # torch's SyncBatchNorm runs on CUDA only; it is applied below, where it can run.
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, sync_batchnorm=False)
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=False, sync_batchnorm=False)
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
-    has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in system.modules())
+    batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    has_batchnorm = any(isinstance(m, batchnorms) for m in system.modules())
     if cfg.trainer.sync_batchnorm and has_batchnorm and trainer.world_size > 1:
         if isinstance(trainer.accelerator, CUDAAccelerator):
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(system)  # replaces the layers in place
@@ -152,25 +159,6 @@ def build_trainer(cfg: DictConfig, system: L.LightningModule, loggers: list[Logg
                 trainer.world_size,
             )
     return trainer
-
-
-def prepare_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path, int | None]:
-    """Check a resumed run's config against the one it started with, and find its checkpoint;
-    return (checkpoint, metrics-CSV rows to keep)."""
-    if cfg.ckpt_path:
-        raise ConfigError(f"resume={cfg.resume} and ckpt_path={cfg.ckpt_path}: resume continues the run's own "
-                          f"checkpoint; drop ckpt_path (or drop resume to start a new run from ckpt_path)")  # fmt: skip
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
-    new = [o for o in (hydra.overrides.task if hydra else []) if o not in saved and not o.startswith("resume=")]
-    changed = reconcile_config(cfg, run_dir, new)
-    if changed:
-        log.warning("conf/ changed since this run started; keeping the run's own values of: %s", ", ".join(changed))
-    checkpoint = resume_checkpoint(run_dir)
-    extras = checkpoint_extras(checkpoint)
-    log.info("Resuming %s from %s (step %s)%s", run_dir, checkpoint, extras["global_step"],
-             f" with {' '.join(new)}" if new else "")  # fmt: skip
-    return checkpoint, extras["csv_rows"]
 
 
 def stop_other_processes(trainer: L.Trainer | None) -> None:
@@ -218,7 +206,7 @@ def describe(cfg: DictConfig) -> tuple[str, list[str]]:
 
 
 def build_loggers(
-    cfg: DictConfig, name: str, tags: list[str], run_dir: Path, keep_rows: int | None = None
+    cfg: DictConfig, name: str, tags: list[str], run: RunDir, keep_rows: int | None = None
 ) -> list[Logger]:
     """The configured loggers; a resumed run continues its metrics CSV after ``keep_rows`` rows
     and its W&B run (the id is kept in ``<run dir>/wandb/run-id``)."""
@@ -228,7 +216,7 @@ def build_loggers(
             continue
         extra: dict[str, Any] = {}
         if key == "wandb":
-            extra = {"name": name, "tags": tags, "id": wandb_run_id(run_dir), "resume": "allow"}
+            extra = {"name": name, "tags": tags, "id": run.wandb_id(), "resume": "allow"}
         elif key == "csv" and keep_rows is not None:
             extra = {"keep_rows": keep_rows}
         loggers.append(instantiate(logger_cfg, **extra))
@@ -236,15 +224,6 @@ def build_loggers(
     for logger in loggers:
         logger.log_hyperparams(hyperparameters)
     return loggers
-
-
-def wandb_run_id(run_dir: Path) -> str:
-    """This run directory's W&B run id, made on first use and kept, so a resumed run logs to the same run."""
-    path = run_dir / "wandb" / "run-id"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(uuid.uuid4().hex[:8] + "\n")
-    return path.read_text().strip()
 
 
 def finish_wandb(loggers: list[Logger], failed: bool) -> None:
@@ -257,22 +236,29 @@ def finish_wandb(loggers: list[Logger], failed: bool) -> None:
 
 
 def collect_results(
-    cfg: DictConfig, trainer: L.Trainer | None, run_dir: Path, status: str, error: str | None, wall_time: float
+    cfg: DictConfig,
+    trainer: L.Trainer | None,
+    run: RunDir,
+    status: str,
+    error: str | None,
+    wall_time: float,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
-    csv_dirs = [lg.log_dir for lg in trainer.loggers if isinstance(lg, CSVLogger)] if trainer else []
-    history, test = read_metrics(Path(csv_dirs[0]) / "metrics.csv") if csv_dirs else ([], {})
+    """This run's ``results.json`` record, its history read back from the metrics CSV."""
+    history, test = run.history()
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     checkpoint = trainer.checkpoint_callback if trainer else None
-    return {
-        "status": status,
-        "error": error,
-        "run_dir": str(run_dir),
-        "overrides": list(hydra.overrides.task) if hydra else [],
-        "choices": {axis: hydra.runtime.choices.get(axis) for axis in ABLATION_AXES} if hydra else {},
-        "seed": cfg.seed,
-        "world_size": trainer.world_size if trainer else None,
-        "wall_time_s": round(wall_time, 2),
-        **summarise(history, test),
-        "best_checkpoint": checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else None,
-        "history": history,
-    }
+    return results_record(
+        status,
+        run,
+        error=error,
+        overrides=list(hydra.overrides.task) if hydra else [],
+        choices={axis: hydra.runtime.choices.get(axis) for axis in ABLATION_AXES} if hydra else {},
+        seed=cfg.seed,
+        world_size=trainer.world_size if trainer else None,
+        wall_time_s=wall_time,
+        history=history,
+        test=test,
+        best_checkpoint=checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else None,
+        **extra,
+    )

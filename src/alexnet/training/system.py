@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassStatScores
+
+from alexnet.config import is_number, require
 
 MONITOR = "val/err1"  # what the LR schedule watches and the checkpoint keeps the best of (§5)
 
@@ -97,12 +99,14 @@ class ClassificationSystem(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial, as conf/optimizer makes it
+        require(lr is None or (is_number(lr) and lr > 0), "optimizer.lr", lr, "a number > 0")
         # Only plain values go into checkpoints; the factories are code, rebuilt from the config.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
-        # Kept out of the module tree (not a submodule), so state_dict names stay net.<layer>.
-        self.__dict__["run_net"] = torch.compile(self.net) if compile else self.net
+        if compile:
+            self.net.compile()  # in place: state_dict names stay net.<layer>
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         metrics = accuracy_metrics(num_classes)
         # One metric object per split (Lightning's advice); e.g. self.val_acc logs val/acc1, val/acc5.
@@ -115,14 +119,13 @@ class ClassificationSystem(L.LightningModule):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch ends with the same numbers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run_net(x)
+        return self.net(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self._lr_logged_for != self.current_epoch:  # once an epoch (the first batch, or the first after a resume)
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log(
-                "train/lr", lr, on_step=False, on_epoch=True, sync_dist=True
-            )  # same everywhere; silences a warning
+            # The same on every rank; sync_dist silences Lightning's warning.
+            self.log("train/lr", lr, on_step=False, on_epoch=True, sync_dist=True)
             self._lr_logged_for = self.current_epoch
         return self._step(batch, "train")
 
@@ -133,29 +136,31 @@ class ClassificationSystem(L.LightningModule):
         self._step(batch, "test")
 
     def track_per_class(self, split: str) -> None:
-        """From now on, also count each class's top-1 and top-5 hits on ``split`` (``val`` or
-        ``test``), for :meth:`per_class_errors`. Off in training: it costs a little each step."""
+        """From now on, also count each class's top-1 and top-5 hits and the top-1 confusions on
+        ``split`` (``val`` or ``test``), for :meth:`per_class_results`. Off in training: it costs a
+        little each step. (See :func:`alexnet.analysis.evaluation.evaluate`.)"""
         k = self.hparams.num_classes
         self.per_class = MetricCollection(
             {
                 "top1": MulticlassStatScores(k, top_k=1, average=None),
                 "top5": MulticlassStatScores(k, top_k=min(5, k), average=None),
+                "confusion": MulticlassConfusionMatrix(k),
             },
             compute_groups=False,
         ).to(self.device)
         self.per_class_split = split
 
-    def per_class_errors(self, names: Sequence[str]) -> list[dict[str, Any]]:
-        """:func:`per_class_rows` from the counts since :meth:`track_per_class`. Under DDP it
-        syncs: call it on every rank."""
+    def per_class_results(self, names: Sequence[str]) -> tuple[list[dict[str, Any]], torch.Tensor]:
+        """(:func:`per_class_rows`, the top-1 confusion counts ``[true, predicted]``) since
+        :meth:`track_per_class`. Under DDP it syncs: call it on every rank."""
         stats = {key: value.cpu() for key, value in self.per_class.compute().items()}
-        return per_class_rows(stats["top1"], stats["top5"], names)
+        return per_class_rows(stats["top1"], stats["top5"], names), stats["confusion"]
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         images, labels = batch
-        logits = class_scores(
-            self.run_net, images.contiguous(memory_format=self.memory_format) if images.ndim == 4 else images
-        )
+        if images.ndim == 4:
+            images = images.contiguous(memory_format=self.memory_format)
+        logits = class_scores(self.net, images)
         loss = F.cross_entropy(logits, labels)
         accuracy, mean_loss = getattr(self, f"{split}_acc"), getattr(self, f"{split}_loss")
         accuracy.update(logits, labels)

@@ -1,0 +1,154 @@
+"""ILSVRC-2012 in the ImageFolder layout, with the paper's augmentation and its 10-patch test.
+
+Layout (what ``src/prepare_imagenet.py`` makes from the official archives)::
+
+    <root>/train/<wnid>/*.JPEG   <root>/val/<wnid>/*.JPEG   <root>/classes.tsv
+
+``classes.tsv`` holds ``index, wnid, name`` per class; the index is the position of the wnid in
+sorted order, as torchvision's ImageFolder numbers them, so torchvision's weights line up.
+
+The paper's recipe (§4.1): shorter side to 256, the centre 256×256, then a random 227 crop and a
+horizontal flip for training; PCA colour noise; evaluation on the centre crop or on the paper's
+10 patches (four corners and centre, each flipped too), softmax averaged. JPEGs are decoded at a
+reduced size by libjpeg-turbo when the image is much larger than needed (simplejpeg), and images
+stay uint8 until the batch reaches the device, where colour noise and normalisation run on the
+whole batch.
+"""
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from torchvision.transforms import v2
+
+from alexnet.data.base import ClassificationDataModule, DataError, default_workers
+from alexnet.data.imagenet.decoding import decode_on_device
+from alexnet.data.imagenet.folder import ImageFolderDataset, list_samples, read_classes
+from alexnet.data.imagenet.scan import find_bad_images_cached
+from alexnet.data.imagenet.transforms import ten_crop, to_normalised_floats
+
+RECIPES = ("paper", "torchvision")
+TTAS = ("center", "tencrop")
+
+
+class ImageNetDataModule(ClassificationDataModule):
+    """ILSVRC-2012 from ``root``; validation and test are both the official 50,000 val images
+    (the paper reports its val numbers as "test"; ILSVRC's test labels are not public).
+
+    Args:
+        root: the prepared folder (``train/``, ``val/``, ``classes.tsv``).
+        num_classes: 1000, or the subset prepared; checked against the folders.
+        image_size: crop side: 227 for the paper (``model=paper``), 224 for torchvision's recipe.
+        recipe: "paper" (256, random crop, flip, PCA noise) or "torchvision" (random resized crop, flip).
+        eval_tta: "center" crop or the paper's "tencrop" (softmax averaged over 10 patches).
+        pca_std: std of the PCA colour-noise coefficients (§4.1: 0.1; 0 disables it).
+        resize: the shorter side before cropping (256).
+        bad_images: "error" stops before training at the first unreadable or truncated file, with
+            its path; "skip" leaves such files out, counts them and reports them.
+        scan: look for bad files before training (headers and JPEG end markers; cached per split,
+            until any file's path, size or modification time changes).
+        decode: "loader": the loader's workers decode (simplejpeg on the CPU); "device": they only
+            read the files, and the trainer's device decodes each batch (``torchvision.io.decode_jpeg``:
+            nvJPEG on a GPU), for when the CPU cores cannot keep up with the GPU.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/imagenet",
+        num_classes: int = 1000,
+        image_size: int = 227,
+        batch_size: int = 128,
+        num_workers: int | str = "auto",
+        recipe: str = "paper",
+        eval_tta: str = "center",
+        pca_std: float = 0.1,
+        resize: int = 256,
+        bad_images: str = "error",
+        scan: bool = True,
+        pin_memory: bool = True,
+        decode: str = "loader",
+    ) -> None:
+        if recipe not in RECIPES or eval_tta not in TTAS or bad_images not in ("error", "skip"):
+            raise ValueError(
+                f"data.recipe must be one of {RECIPES}, data.eval_tta one of {TTAS}, data.bad_images "
+                f"'error' or 'skip'; got {recipe!r}, {eval_tta!r}, {bad_images!r}"
+            )
+        if decode not in ("loader", "device"):
+            raise ValueError(f"data.decode={decode!r}; choose 'loader' (CPU workers) or 'device' (the GPU)")
+        if image_size > resize:
+            raise ValueError(
+                f"data.image_size={image_size} is larger than data.resize={resize}: crops come out of the resized image"
+            )
+        super().__init__(num_classes, batch_size, num_workers, pin_memory)
+        self.root, self.image_size, self.recipe, self.eval_tta = Path(root), image_size, recipe, eval_tta
+        self.pca_std, self.resize, self.bad_images, self.scan = pca_std, resize, bad_images, scan
+        self.skipped: list[tuple[str, str]] = []
+        self.decode = decode
+
+    def build(self) -> None:
+        classes = read_classes(self.root)
+        self.wnids = [wnid for wnid, _ in classes]
+        self.class_names = [name for _, name in classes]
+        train = self._samples("train")
+        val = self._samples("val")
+        train_tf, eval_tf = self.transforms()
+        shorter = None if self.recipe == "torchvision" else self.resize  # RandomResizedCrop wants full size
+        square = self.recipe == "paper"  # decode straight to the central 256×256
+        encoded = self.decode == "device"
+        self.train_set = ImageFolderDataset(train, shorter, train_tf, square, encoded)
+        self.val_set = ImageFolderDataset(val, self.resize, eval_tf, square, encoded)
+        self.test_set = self.val_set
+
+    def evaluation_set(self, split: str) -> ImageFolderDataset:
+        dataset = getattr(self, f"{split}_set")
+        return ImageFolderDataset(dataset.samples, self.resize, self.transforms(tta="center")[1], dataset.square)
+
+    def transforms(self, tta: str | None = None) -> tuple[Callable, Callable]:
+        """(train, eval) transforms of a decoded uint8 image; their outputs stay uint8."""
+        size, tta = self.image_size, tta or self.eval_tta
+        if self.recipe == "paper":
+            train = v2.Compose([v2.CenterCrop(self.resize), v2.RandomCrop(size), v2.RandomHorizontalFlip()])
+        else:
+            train = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+        # Both evaluate the image resized to 256 on its shorter side; the paper first takes its centre 256×256.
+        square = [v2.CenterCrop(self.resize)] if self.recipe == "paper" else []
+        if tta == "tencrop":
+            return train, v2.Compose([*square, partial(ten_crop, size=size)])
+        return train, v2.Compose([*square, v2.CenterCrop(size)])
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """With ``decode=device``: decode, fit and transform the batch's JPEGs on the trainer's device."""
+        images, labels = batch
+        if not isinstance(images, list):
+            return batch
+        dataset = self.train_set if self.trainer.training else self.val_set
+        device = self.trainer.strategy.root_device
+        return decode_on_device(images, device, dataset.shorter_side, dataset.square, dataset.transform), labels
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        """uint8 batch (``B×3×H×W``, or ``B×10×3×H×W`` for 10 patches) -> normalised floats, on the device;
+        PCA colour noise while training."""
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return to_normalised_floats(images, self.pca_std if training else 0.0), labels
+
+    def report(self) -> dict:
+        """What ``results.json`` records about the data: the files left out."""
+        return {"skipped_images": {"count": len(self.skipped), "files": self.skipped[:100]}} if self.skipped else {}
+
+    def _samples(self, split: str) -> list[tuple[Path, int]]:
+        samples = list_samples(self.root / split, self.wnids)
+        if not self.scan:
+            return samples
+        cache = self.root / f".scan-{split}.json"
+        bad = find_bad_images_cached([p for p, _ in samples], cache, workers=default_workers())
+        if bad and self.bad_images == "error":
+            listing = "\n".join(f"  {p}: {r}" for p, r in bad[:10])
+            raise DataError(
+                f"{len(bad)} bad image file(s) in {self.root / split}:\n{listing}\n"
+                "Fix or remove them, or set data.bad_images=skip to leave them out"
+            )
+        self.skipped += [(str(p), r) for p, r in bad]
+        bad_paths = {p for p, _ in bad}
+        return [(p, label) for p, label in samples if p not in bad_paths]
