@@ -25,8 +25,11 @@ install: $(STAMP)  ## create .venv and install the package with its test tools
 train: $(STAMP)  ## train the paper's switches on the embedded digits set (ARGS="key=value ..." to change)
 	$(PY) src/train.py $(ARGS)
 
-test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest $(ARGS)
+# Test files run in parallel, one module per worker at a time (module fixtures are made once), on
+# up to TEST_WORKERS (default: the cores, at most 4: each test starts training processes of its own).
+TEST_WORKERS ?= auto
+test: $(STAMP)  ## run the test suite (TEST_WORKERS=1: one process)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check src tests bench

@@ -92,15 +92,70 @@ def test_sigkill_mid_epoch_then_resume_ends_as_if_never_interrupted(tmp_path, un
     assert results(run_dir)["run_dir"] == str(run_dir.resolve())
 
 
-def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, uninterrupted):
-    stopped = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("TERM", 5))
+@pytest.fixture(scope="module")
+def stopped_by_sigterm(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A run stopped by SIGTERM during step 5 (the folder it ran in, and the process). The two tests
+    below continue it in turn: first exactly, then with an override."""
+    cwd = tmp_path_factory.mktemp("sigterm")
+    return cwd, train_cli([*RUN, "hydra.run.dir=run"], cwd, fault=("TERM", 5))
+
+
+def test_sigterm_checkpoints_exits_143_and_resumes_exactly(stopped_by_sigterm, uninterrupted):
+    cwd, stopped = stopped_by_sigterm
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
-    run_dir = tmp_path / "run"
+    run_dir = cwd / "run"
     assert results(run_dir)["status"] == "preempted" and "resume=" in results(run_dir)["error"]
     # Lightning stops at the end of the step in which the signal came: step 5 done, 6 steps.
     assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 6
-    finish(run_dir, tmp_path)
+    finish(run_dir, cwd)
     assert_same_run(uninterrupted, run_dir)
+
+
+def test_resume_takes_new_overrides_and_keeps_the_runs_own_config(stopped_by_sigterm):
+    """Continues the run above: finished by then (or still stopped at step 6, when run alone);
+    either way ``trainer.max_epochs=4`` trains on into a fourth epoch."""
+    cwd, _ = stopped_by_sigterm
+    run_dir = cwd / "run"
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    finish(run_dir, cwd, "trainer.max_epochs=4")
+    assert results(run_dir)["epochs"] == 4
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == saved  # the run's record stays as it started
+
+
+@pytest.fixture(scope="module")
+def failed_then_resumed(
+    tmp_path_factory,
+) -> tuple[Path, subprocess.CompletedProcess, subprocess.CompletedProcess, tuple]:
+    """A run with the default loggers as a user who never logged in gets them (W&B offline), an
+    error planted in step 10, then ``resume=``: (the run directory, the failed process, the resumed one)."""
+    cwd = tmp_path_factory.mktemp("failed")
+    offline = {"WANDB_MODE": "offline"}
+    failed = train_cli([*RUN, "hydra.run.dir=run"], cwd, fault=("RAISE", 10), env=offline)
+    run_dir = cwd / "run"
+    state = results(run_dir), torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"]
+    resumed = train_cli([f"resume={run_dir}"], cwd, env=offline)
+    return run_dir, failed, resumed, state
+
+
+def test_an_error_checkpoints_the_state_before_its_batch_and_says_failed(failed_then_resumed, uninterrupted):
+    run_dir, failed, resumed, (failed_results, failed_step) = failed_then_resumed
+    assert failed.returncode == 1 and "planted error on rank 0 at step 10" in failed.stderr
+    assert failed_results["status"] == "failed" and "planted error" in failed_results["error"]
+    assert failed_step == 10  # the state before the failing batch
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert_same_run(uninterrupted, run_dir)
+
+
+def test_a_failed_run_closes_its_wandb_run_and_resume_continues_the_same_one(failed_then_resumed):
+    """Read back from W&B's offline files: both attempts carry the run directory's one id, and the
+    failed attempt was finished with exit code 1."""
+    run_dir, _, resumed, _ = failed_then_resumed
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_id = (run_dir / "wandb" / "run-id").read_text().strip()
+    attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and all(a.name.endswith(f"-{run_id}") for a in attempts)  # one run, two attempts
+    exit_codes = [re.findall(r"got exitcode: (\d+)", (a / "logs" / "debug.log").read_text()) for a in attempts]
+    assert exit_codes == [["1"], ["0"]]  # the failed attempt was finished, and marked failed
 
 
 def test_ctrl_c_says_interrupted_and_resume_ends_as_if_never_interrupted(tmp_path, uninterrupted):
@@ -109,27 +164,6 @@ def test_ctrl_c_says_interrupted_and_resume_ends_as_if_never_interrupted(tmp_pat
     assert results(tmp_path / "run")["status"] == "interrupted"
     finish(tmp_path / "run", tmp_path)
     assert_same_run(uninterrupted, tmp_path / "run")
-
-
-def test_an_error_checkpoints_the_state_before_its_batch_and_says_failed(tmp_path, uninterrupted):
-    failed = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("RAISE", 10))
-    assert failed.returncode != 0
-    assert "planted error on rank 0 at step 10" in failed.stderr
-    run_dir = tmp_path / "run"
-    assert results(run_dir)["status"] == "failed" and "planted error" in results(run_dir)["error"]
-    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 10
-    finish(run_dir, tmp_path)
-    assert_same_run(uninterrupted, run_dir)
-
-
-def test_resume_takes_new_overrides_and_keeps_the_runs_own_config(tmp_path):
-    stopped = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("TERM", 5))
-    assert stopped.returncode == 143
-    run_dir = tmp_path / "run"
-    saved = (run_dir / ".hydra" / "config.yaml").read_text()
-    finish(run_dir, tmp_path, "trainer.max_epochs=4")
-    assert results(run_dir)["epochs"] == 4
-    assert (run_dir / ".hydra" / "config.yaml").read_text() == saved  # the run's record stays as it started
 
 
 @pytest.mark.parametrize("warning", ["USR1", "USR2"])  # sbatch --signal=USR1@…; submitit (hydra/launcher=slurm): USR2
@@ -276,19 +310,3 @@ def test_a_resumed_run_keeps_its_own_values_where_conf_changed_since(tmp_path):
     changed = reconcile_config(now, tmp_path, ["trainer.max_epochs=7"])
     assert changed == ["optimizer.momentum"]
     assert now.optimizer.momentum == 0.8 and now.trainer.max_epochs == 7
-
-
-@pytest.mark.slow
-def test_a_failed_run_closes_its_wandb_run_and_resume_continues_the_same_one(tmp_path):
-    """The default logger as a user who never logged in gets it: W&B offline, read back from its files."""
-    offline = {"WANDB_MODE": "offline"}
-    failed = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("RAISE", 4), env=offline)
-    assert failed.returncode == 1
-    run_dir = tmp_path / "run"
-    resumed = train_cli([f"resume={run_dir}"], tmp_path, env=offline)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    run_id = (run_dir / "wandb" / "run-id").read_text().strip()
-    attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(attempts) == 2 and all(a.name.endswith(f"-{run_id}") for a in attempts)  # one run, two attempts
-    exit_codes = [re.findall(r"got exitcode: (\d+)", (a / "logs" / "debug.log").read_text()) for a in attempts]
-    assert exit_codes == [["1"], ["0"]]  # the failed attempt was finished, and marked failed

@@ -23,24 +23,22 @@ def job_results(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
 
 
-@pytest.mark.slow
-def test_sweep_with_two_processes_per_job_runs_each_job_once(tmp_path):
-    """Two jobs of two processes each, with the default progress bar, summary and callbacks."""
+@pytest.fixture(scope="module")
+def two_process_sweep(tmp_path_factory) -> Path:
+    """Two jobs of two processes each, with the default progress bar, summary, callbacks and
+    loggers (W&B offline, as for a user who never logged in); the folder it ran in."""
+    cwd = tmp_path_factory.mktemp("two_process_sweep")
+    overrides = ["norm=lrn,none", "pool=overlap", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke"]
     result = run_script(
-        [
-            TRAIN,
-            "-m",
-            "norm=lrn,none",
-            "pool=overlap",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "debug=smoke",
-            "data.batch_size=32",
-        ],
-        cwd=tmp_path,
-        timeout=600,
+        [TRAIN, "-m", *overrides, "data.batch_size=32"], cwd=cwd, env={"WANDB_MODE": "offline"}, timeout=600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return cwd
+
+
+@pytest.mark.slow
+def test_sweep_with_two_processes_per_job_runs_each_job_once(two_process_sweep):
+    tmp_path = two_process_sweep
     (sweep,) = sweep_dirs(tmp_path)  # no rank started a sweep of its own
     assert not (tmp_path / "outputs" / "runs").exists()  # and no stray single-run directories
     assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
@@ -103,15 +101,9 @@ def test_stop_on_failure_ends_the_sweep_at_the_first_failed_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_jobs_are_separate_wandb_runs_grouped_and_tagged(tmp_path):
-    result = run_script(
-        [TRAIN, "-m", "norm=lrn,none", "debug=smoke", "trainer.accelerator=cpu", "logger=default"],
-        cwd=tmp_path,
-        env={"WANDB_MODE": "offline"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = sweep_dirs(tmp_path)
+@pytest.mark.slow
+def test_sweep_jobs_are_separate_wandb_runs_grouped_and_tagged(two_process_sweep):
+    (sweep,) = sweep_dirs(two_process_sweep)
     group = f"sweep-{sweep.parent.name}-{sweep.name}"
     for job, norm in (("0", "lrn"), ("1", "none")):
         (run_dir,) = (sweep / job / "wandb").glob("offline-run-*")
