@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,21 @@ def run_script(args: list[str], cwd: Path, env: dict | None = None, timeout: int
     """Run ``python src/<script> ...`` from the repo root as a user would, outputs in ``cwd``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=as_from_a_shell,
     )
+
+
+def as_from_a_shell() -> None:
+    """In a child process before it starts: Ctrl-C (SIGINT) acts as in a terminal. A suite started
+    in the background by a script (``make test &``, some CI runners) ignores SIGINT, and an ignored
+    signal stays ignored across exec: a planted Ctrl-C would then do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture
