@@ -11,12 +11,13 @@ One file per run holds the state to resume from, ``<run dir>/checkpoints/resume.
   that failed. A diverged run keeps the last good one.
 
 Besides Lightning's own state (weights, optimiser, scheduler, loops, callbacks) the file holds each
-rank's random number generators and training-metric states and the training loader's position
+rank's random number generators and training-metric states (:mod:`alexnet.training.exact_state`)
+and the training loader's position
 (counted in trained, not prefetched, batches), so that on CPU a resumed run ends with the same
 weights and metrics as one never interrupted, and the number of rows of the metrics CSV at that
 point, so the resumed run continues the file without duplicates. ``src/train.py resume=<run dir>`` uses it.
 Files are written to a temporary name beside the target, synced, then renamed over it
-(:class:`AtomicCheckpointIO`), so a kill mid-write leaves the previous checkpoint intact.
+(:class:`alexnet.training.checkpoint_io.AtomicCheckpointIO`), so a kill mid-write leaves the previous checkpoint intact.
 """
 
 import logging
