@@ -29,15 +29,16 @@ def lrn_in_model(impl: str, device: torch.device) -> nn.Module:
     return instantiate(cfg.model).features.conv1.norm.to(device)
 
 
-def run(device: torch.device) -> list[Result]:
+def run(device: torch.device, shape: tuple[int, ...] = SHAPE) -> list[Result]:
+    """The three comparisons at ``shape`` (conv1's output at batch 32 unless told: smaller in smoke runs)."""
     torch.manual_seed(0)
-    x = torch.randn(SHAPE, device=device) * 5
-    batchnorm = forward_backward_ms(nn.BatchNorm2d(SHAPE[1]).to(device), x)
+    x = torch.randn(shape, device=device) * 5
+    batchnorm = forward_backward_ms(nn.BatchNorm2d(shape[1]).to(device), x)
     torch_lrn = forward_backward_ms(lrn_in_model("torch", device), x)
     eager = forward_backward_ms(lrn_in_model("eager", device), x)
     fused = forward_backward_ms(lrn_in_model("fused", device), x)  # warm-up runs absorb compiling
-    shape = "×".join(map(str, SHAPE))
-    torch_label = f"F.local_response_norm fwd+bwd {shape}"
+    size = "×".join(map(str, shape))
+    torch_label = f"F.local_response_norm fwd+bwd {size}"
     return [
         Result(
             "lrn_vs_batchnorm",
@@ -45,7 +46,7 @@ def run(device: torch.device) -> list[Result]:
             fused,
             "ms",
             "<= 2.0",
-            f"BatchNorm2d fwd+bwd {shape}",
+            f"BatchNorm2d fwd+bwd {size}",
             "conv1's LRN in model=paper norm.impl=fused, fwd+bwd",
         ),
         Result("fused_lrn_vs_torch_lrn", torch_lrn, fused, "ms", "<= 1.0", torch_label, "norm.impl=fused"),
