@@ -6,17 +6,16 @@ Takes the same overrides as src/train.py.
 """
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from alexnet.config import validate
+from alexnet.config import build, validate
 from alexnet.models.layer_table import print_summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     validate(cfg)
-    print_summary(instantiate(cfg.model), cfg.model.input_size)
+    print_summary(build(cfg.model, "model"), cfg.model.input_size)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ The errors come from the same evaluation as training's (``Trainer.test`` with th
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from alexnet.analysis.evaluation import evaluate, load_any_checkpoint
 from alexnet.analysis.visuals import visualize_from_config
+from alexnet.config import build
 from alexnet.rundir import RunDir
 from alexnet.training.loggers import wandb_logger
 
@@ -21,9 +21,9 @@ def main(args: DictConfig) -> None:
     run = RunDir(args.run)
     cfg = run.config()
     checkpoint = run.checkpoint(args.checkpoint)
-    system = instantiate(cfg.system, net=instantiate(cfg.model))
+    system = build(cfg.system, "system", net=build(cfg.model, "model"))
     load_any_checkpoint(system.net, checkpoint)
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data, "data")
     trainer = L.Trainer(accelerator=args.accelerator, devices=1, logger=False, default_root_dir=str(run.visuals))
     evaluation = evaluate(trainer, system, datamodule, "test")
     loggers = []

@@ -14,7 +14,6 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -219,7 +218,7 @@ def build_loggers(
             extra = {"name": name, "tags": tags, "id": run.wandb_id(), "resume": "allow"}
         elif key == "csv" and keep_rows is not None:
             extra = {"keep_rows": keep_rows}
-        loggers.append(instantiate(logger_cfg, **extra))
+        loggers.append(build(logger_cfg, f"logger.{key}", **extra))
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(hyperparameters)
