@@ -218,7 +218,9 @@ def build_loggers(
             extra = {"name": name, "tags": tags, "id": run.wandb_id(), "resume": "allow"}
         elif key == "csv" and keep_rows is not None:
             extra = {"keep_rows": keep_rows}
-        loggers.append(build(logger_cfg, f"logger.{key}", **extra))
+        logger = build(logger_cfg, f"logger.{key}", **extra)
+        if logger is not None:  # W&B disabled
+            loggers.append(logger)
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(hyperparameters)

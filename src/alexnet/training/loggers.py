@@ -34,9 +34,11 @@ def wandb_mode(mode: str = "auto") -> str:
         return "offline"
 
 
-def wandb_logger(mode: str = "auto", **kwargs) -> WandbLogger:
-    """Lightning's ``WandbLogger`` with ``mode`` resolved by :func:`wandb_mode`."""
-    return WandbLogger(mode=wandb_mode(mode), **kwargs)
+def wandb_logger(mode: str = "auto", **kwargs) -> WandbLogger | None:
+    """Lightning's ``WandbLogger`` with ``mode`` resolved by :func:`wandb_mode`; none when that is
+    ``disabled`` (W&B's own disabled mode still imports it and makes a stand-in run: 1-2 s a process)."""
+    mode = wandb_mode(mode)
+    return None if mode == "disabled" else WandbLogger(mode=mode, **kwargs)
 
 
 class ResumableCSVLogger(CSVLogger):
