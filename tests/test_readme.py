@@ -150,7 +150,31 @@ def test_readme_command_runs(command, workspace):
         assert list(new.parent.glob("wandb/offline-run-*"))  # W&B offline, as for a user not logged in
     if command.startswith("python src/eval.py"):
         assert "top-1 error" in result.stdout
-    if " -m norm=lrn,batchnorm" in command:  # a BatchNorm job on 2 CPU processes says once that it cannot sync
+    if " -m norm=lrn,batchnorm" in command:
+        assert set(workspace["log_dir"].glob("runs/*/*/results.json")) == before  # no rank made a run of its own
+        check_two_process_sweep(workspace["sweep"], workspace["log_dir"])
+        # A BatchNorm job on 2 CPU processes says once that it cannot sync.
         assert (result.stdout + result.stderr).count("BatchNorm statistics cannot be synchronised on CPU") == 1
     if command.startswith("python src/report.py"):
-        assert (workspace["sweep"] / "report.md").is_file()
+        text = (workspace["sweep"] / "report.md").read_text()
+        assert "| norm=lrn (paper) | 1 |" in text and "| norm=batchnorm | 1 |" in text  # rows name the swept axis
+        assert (workspace["sweep"] / "runs.csv").read_text().count("\n") == 3  # header + 2 jobs
+
+
+def check_two_process_sweep(sweep: Path, log_dir: Path) -> None:
+    """Two jobs of two processes each: one directory per job (no rank started a sweep of its own),
+    each finished on 2 processes with its own choices, and each one W&B run of the sweep's group."""
+    assert not (log_dir / "multiruns").exists()
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    group = f"sweep-{sweep.parent.name}-{sweep.name}"
+    for job, norm in (("0", "lrn"), ("1", "batchnorm")):
+        results = json.loads((sweep / job / "results.json").read_text())
+        assert results["status"] == "finished" and results["world_size"] == 2, job
+        choices = dict(o.split("=", 1) for o in results["overrides"])
+        assert choices["trainer.devices"] == "2" and choices["norm"] == norm
+        assert results["choices"]["norm"] == norm and results["choices"]["pool"] == "overlap"
+        assert (sweep / job / ".hydra" / "config.yaml").is_file()
+        (run_dir,) = (sweep / job / "wandb").glob("offline-run-*")  # one W&B run per job, not per process
+        # The offline run keeps what wandb.init got; the settings hold group and tags in clear text.
+        blob = b"".join(p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
+        assert group.encode() in blob and f"norm={norm}".encode() in blob
