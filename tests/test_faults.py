@@ -79,45 +79,46 @@ def finish(run_dir: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess
     return result
 
 
-def test_sigkill_mid_epoch_then_resume_ends_as_if_never_interrupted(tmp_path, uninterrupted):
-    killed = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("KILL", 13))
-    assert killed.returncode == -signal.SIGKILL
-    run_dir = tmp_path / "run"
-    assert not (run_dir / "results.json").exists()  # nothing ran after the kill
-    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 12
-
-    result = finish(run_dir, tmp_path)
-    assert "Resuming" in result.stderr + result.stdout
-    assert_same_run(uninterrupted, run_dir)
-    assert results(run_dir)["run_dir"] == str(run_dir.resolve())
-
-
 @pytest.fixture(scope="module")
-def stopped_by_sigterm(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A run stopped by SIGTERM during step 5 (the folder it ran in, and the process). The two tests
-    below continue it in turn: first exactly, then with an override."""
-    cwd = tmp_path_factory.mktemp("sigterm")
-    return cwd, train_cli([*RUN, "hydra.run.dir=run"], cwd, fault=("TERM", 5))
+def killed_interrupted_preempted(tmp_path_factory) -> Path:
+    """One run stopped three ways in turn, each time resumed with ``resume=``: SIGKILL in step 13,
+    Ctrl-C in step 15, SIGTERM in step 19, then run to the end (the run directory). Each stop is
+    checked as it happens; the tests below check the end."""
+    cwd = tmp_path_factory.mktemp("stopped")
+    run_dir = cwd / "run"
 
+    killed = train_cli([*RUN, "hydra.run.dir=run"], cwd, fault=("KILL", 13))
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "results.json").exists()  # nothing ran after the kill
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 12  # periodic
 
-def test_sigterm_checkpoints_exits_143_and_resumes_exactly(stopped_by_sigterm, uninterrupted):
-    cwd, stopped = stopped_by_sigterm
+    stopped = train_cli([f"resume={run_dir}"], cwd, fault=("INT", 15))
+    assert "Resuming" in stopped.stderr + stopped.stdout
+    assert stopped.returncode == 1 and "Detected KeyboardInterrupt" in stopped.stdout + stopped.stderr
+    assert results(run_dir)["status"] == "interrupted"
+
+    stopped = train_cli([f"resume={run_dir}"], cwd, fault=("TERM", 19))
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
-    run_dir = cwd / "run"
     assert results(run_dir)["status"] == "preempted" and "resume=" in results(run_dir)["error"]
-    # Lightning stops at the end of the step in which the signal came: step 5 done, 6 steps.
-    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 6
+    # Lightning stops at the end of the step in which the signal came: step 19 done, 20 steps.
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 20
+
     finish(run_dir, cwd)
-    assert_same_run(uninterrupted, run_dir)
+    return run_dir
 
 
-def test_resume_takes_new_overrides_and_keeps_the_runs_own_config(stopped_by_sigterm):
-    """Continues the run above: finished by then (or still stopped at step 6, when run alone);
-    either way ``trainer.max_epochs=4`` trains on into a fourth epoch."""
-    cwd, _ = stopped_by_sigterm
-    run_dir = cwd / "run"
+def test_kill_ctrl_c_and_sigterm_each_resume_to_a_run_as_if_never_interrupted(
+    killed_interrupted_preempted, uninterrupted
+):
+    assert_same_run(uninterrupted, killed_interrupted_preempted)
+    assert results(killed_interrupted_preempted)["run_dir"] == str(killed_interrupted_preempted.resolve())
+
+
+def test_resume_takes_new_overrides_and_keeps_the_runs_own_config(killed_interrupted_preempted):
+    """Continues the finished run above: ``trainer.max_epochs=4`` trains on into a fourth epoch."""
+    run_dir = killed_interrupted_preempted
     saved = (run_dir / ".hydra" / "config.yaml").read_text()
-    finish(run_dir, cwd, "trainer.max_epochs=4")
+    finish(run_dir, run_dir.parent, "trainer.max_epochs=4")
     assert results(run_dir)["epochs"] == 4
     assert (run_dir / ".hydra" / "config.yaml").read_text() == saved  # the run's record stays as it started
 
@@ -158,16 +159,8 @@ def test_a_failed_run_closes_its_wandb_run_and_resume_continues_the_same_one(fai
     assert exit_codes == [["1"], ["0"]]  # the failed attempt was finished, and marked failed
 
 
-def test_ctrl_c_says_interrupted_and_resume_ends_as_if_never_interrupted(tmp_path, uninterrupted):
-    stopped = train_cli([*RUN, "hydra.run.dir=run"], tmp_path, fault=("INT", 4))
-    assert stopped.returncode == 1 and "Detected KeyboardInterrupt" in stopped.stdout + stopped.stderr
-    assert results(tmp_path / "run")["status"] == "interrupted"
-    finish(tmp_path / "run", tmp_path)
-    assert_same_run(uninterrupted, tmp_path / "run")
-
-
-@pytest.mark.parametrize("warning", ["USR1", "USR2"])  # sbatch --signal=USR1@…; submitit (hydra/launcher=slurm): USR2
-def test_slurm_warning_signal_requeues_and_the_requeued_job_resumes_its_directory(tmp_path, warning):
+def test_slurm_warning_signals_requeue_and_each_requeued_job_resumes_its_directory(tmp_path):
+    """``sbatch --signal=USR1@…`` first, then submitit's USR2 (``hydra/launcher=slurm``) in the requeued job."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
@@ -185,18 +178,23 @@ def test_slurm_warning_signal_requeues_and_the_requeued_job_resumes_its_director
         "SLURM_JOB_NUM_NODES": "1",
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
-    stopped = train_cli(RUN, tmp_path, fault=(warning, 4), env=slurm)
-    assert stopped.returncode == 128 + getattr(signal, f"SIG{warning}"), stopped.stderr[-3000:]
-    assert f"Received SIG{warning}: checkpointing at the end of this step" in stopped.stdout + stopped.stderr
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     run_dir = tmp_path / "outputs" / "runs" / "slurm-4242"
-    assert results(run_dir)["status"] == "preempted"
-    state = torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)
-    assert state["global_step"] == 5  # written at the boundary after the signalled step 4, not before it
-    saved = (run_dir / ".hydra" / "config.yaml").read_text()
-
+    saved = None
     # The requeued job runs the same command; SLURM_RESTART_COUNT says it is a restart.
-    again = train_cli(RUN, tmp_path, env={**slurm, "SLURM_RESTART_COUNT": "1"})
+    for restart, (warning, step) in enumerate([("USR1", 4), ("USR2", 9)]):
+        env = {**slurm, "SLURM_RESTART_COUNT": str(restart)} if restart else slurm
+        stopped = train_cli(RUN, tmp_path, fault=(warning, step), env=env)
+        assert stopped.returncode == 128 + getattr(signal, f"SIG{warning}"), stopped.stderr[-3000:]
+        assert f"Received SIG{warning}: checkpointing at the end of this step" in stopped.stdout + stopped.stderr
+        assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"] * (restart + 1)
+        assert results(run_dir)["status"] == "preempted"
+        state = torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)
+        assert state["global_step"] == step + 1  # written at the boundary after the signalled step, not before it
+        saved = saved or (run_dir / ".hydra" / "config.yaml").read_text()
+        if restart:
+            assert "A requeued SLURM job: resuming" in stopped.stderr + stopped.stdout
+
+    again = train_cli(RUN, tmp_path, env={**slurm, "SLURM_RESTART_COUNT": "2"})
     assert again.returncode == 0, again.stderr[-3000:]
     assert results(run_dir)["status"] == "finished" and results(run_dir)["epochs"] == 3
     assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == ["slurm-4242"]
@@ -204,62 +202,64 @@ def test_slurm_warning_signal_requeues_and_the_requeued_job_resumes_its_director
     assert (run_dir / ".hydra" / "config.yaml").read_text() == saved
 
 
-def two_processes_with_a_fault(tmp_path: Path, fault: str, rank: int) -> tuple[subprocess.CompletedProcess, Path]:
-    """A 2-process run with ``fault`` at step 3 on ``rank``; it must end within seconds, leaving no process."""
-    marker = f"run-{os.getpid()}-ddp-{fault.lower()}-{rank}"
-    args = [*RUN, "trainer.devices=2", "data.batch_size=32", f"hydra.run.dir={marker}"]
+DDP = [*RUN, "trainer.devices=2", "data.batch_size=32"]
+
+
+def ddp_stage(args: list[str], cwd: Path, marker: str, fault: tuple[str, int, int]) -> subprocess.CompletedProcess:
+    """A 2-process run (or resume) with ``fault`` = (signal or RAISE, step, rank); it must end within
+    seconds, leaving no process whose command line holds ``marker``."""
     started = time.monotonic()
-    result = train_cli(args, tmp_path, fault=(fault, 3), rank=rank)
+    result = train_cli(args, cwd, fault=fault[:2], rank=fault[2])
     elapsed = time.monotonic() - started
-    assert elapsed < 120, f"took {elapsed:.0f} s to stop"  # seconds, not the collective timeout
-    time.sleep(1)
+    assert elapsed < 120, f"{fault} took {elapsed:.0f} s to stop"  # seconds, not the collective timeout
+    time.sleep(3 if fault[0] == "KILL" else 1)  # after a kill, rank 1 loses its connection to rank 0 and exits
     leftover = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
-    assert not leftover, f"orphan processes: {leftover}"
-    return result, tmp_path / marker
+    assert not leftover, f"{fault}: orphan processes {leftover}"
+    return result
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rank", [1, 0])
-def test_an_error_on_one_of_two_ddp_processes_stops_both_quickly(tmp_path, rank):
-    failed, run_dir = two_processes_with_a_fault(tmp_path, "RAISE", rank)
-    assert failed.returncode == 1
-    assert f"planted error on rank {rank} at step 3" in failed.stderr
-    assert results(run_dir)["status"] == "failed"
+def test_an_error_on_rank_0_of_two_ddp_processes_stops_both_quickly(tmp_path):
+    """Rank 0 saves the state before the failed step alone: rank 1 waits in that step's collective.
+    (Rank 1's error: see below.)"""
+    marker = f"error-{os.getpid()}"
+    failed = ddp_stage([*DDP, f"hydra.run.dir={marker}"], tmp_path, marker, ("RAISE", 4, 0))
+    assert failed.returncode == 1 and "planted error on rank 0 at step 4" in failed.stderr
+    assert results(tmp_path / marker)["status"] == "failed"
+    assert torch.load(tmp_path / marker / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rank", [1, 0])
-def test_sigterm_to_one_of_two_ddp_processes_stops_both_at_one_step_and_resume_finishes(tmp_path, rank):
-    """Lightning alone acts on rank 0's SIGTERM only, with a collective inside its signal handler."""
-    stopped, run_dir = two_processes_with_a_fault(tmp_path, "TERM", rank)
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-2000:] + stopped.stderr[-3000:]
-    assert results(run_dir)["status"] == "preempted"
-    # The signal came in step 3; every rank learns of it at the start of step 4 and stops after it.
-    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 5
-    finish(run_dir, tmp_path, "trainer.devices=2")
-    assert results(run_dir)["status"] == "finished" and results(run_dir)["epochs"] == 3
-
-
-@pytest.mark.slow
-def test_a_two_process_ddp_run_killed_mid_epoch_resumes_exactly(tmp_path):
-    """Each rank's generators and training-metric states are gathered into the resume checkpoint."""
-    ddp = [
-        *RUN,
-        "trainer.devices=2",
-        "data.batch_size=32",
-        "trainer.max_epochs=2",
-        "trainer.limit_train_batches=6",
-        "callbacks.resume_checkpoint.every_n_steps=2",
-    ]
-    whole = train_cli([*ddp, "hydra.run.dir=whole"], tmp_path)
+def test_faults_on_either_of_two_ddp_processes_stop_both_and_resume_exactly(tmp_path):
+    """One 2-process run stopped four ways in turn, each time resumed with ``resume=``: an error on
+    rank 1; SIGTERM to rank 1 only, then to rank 0 only (Lightning alone acts on rank 0's, with a
+    collective inside its signal handler); SIGKILL. It ends as one never stopped: each rank's
+    generators and training-metric states are gathered into the resume checkpoint."""
+    whole = train_cli([*DDP, "hydra.run.dir=whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    marker = f"killed-{os.getpid()}"
-    killed = train_cli([*ddp, f"hydra.run.dir={marker}"], tmp_path, fault=("KILL", 4))
+    marker = f"faults-{os.getpid()}"
+    run_dir, resume = tmp_path / marker, [f"resume={tmp_path / marker}"]
+
+    def step_of_checkpoint() -> int:
+        return torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"]
+
+    failed = ddp_stage([*DDP, f"hydra.run.dir={marker}"], tmp_path, marker, ("RAISE", 3, 1))
+    assert failed.returncode == 1 and "planted error on rank 1 at step 3" in failed.stderr
+    assert results(run_dir)["status"] == "failed"
+    assert step_of_checkpoint() == 3  # the periodic one, before the failed step
+
+    for rank, step in ((1, 9), (0, 13)):
+        stopped = ddp_stage(resume, tmp_path, marker, ("TERM", step, rank))
+        assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+        assert results(run_dir)["status"] == "preempted"
+        # Every rank learns of the signal at the start of the next step and stops there, before it.
+        assert step_of_checkpoint() == step + 1
+
+    killed = ddp_stage(resume, tmp_path, marker, ("KILL", 19, 0))
     assert killed.returncode == -signal.SIGKILL
-    time.sleep(3)  # rank 1 loses its connection to rank 0 and exits
-    assert not subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
-    run_dir = tmp_path / marker
+    assert step_of_checkpoint() == 18  # the last periodic one
     assert len(torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["rank_states"]) == 2
+
     finish(run_dir, tmp_path)
     assert_same_run(tmp_path / "whole", run_dir)
 

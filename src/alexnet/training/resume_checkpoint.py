@@ -6,7 +6,9 @@ One file per run holds the state to resume from, ``<run dir>/checkpoints/resume.
 - every ``every_n_steps`` training steps and at the start of every epoch, at the start of a batch,
   when everything before it (metrics included) is logged and nothing of it has run yet;
 - on SIGTERM (and SIGUSR1 or SIGUSR2, SLURM's warning before preemption) at the next step boundary, after
-  which the process exits with ``128 + signal`` (143 for SIGTERM), and on SLURM requeues the job;
+  which the process exits with ``128 + signal`` (143 for SIGTERM), and on SLURM requeues the job.
+  Under DDP a signal to any process is shared at the next batch start, where every rank stops
+  before that batch and the file gets each rank's state;
 - on any other error during fit, if the weights are not half-updated: the state before the batch
   that failed. A diverged run keeps the last good one.
 
@@ -68,6 +70,8 @@ class ResumeCheckpoint(L.Callback):
         self.every_n_steps = every_n_steps
         self.signal: int | None = None  # the signal that stopped the run
         self._pending: int = 0  # a signal this process received, not yet shared with the others
+        self._saved_at_stop = False  # every rank stopped at one batch start and saved there (DDP)
+        self._saved_every_rank_at: int | None = None  # the step of the last save with every rank's state
         self._rng_at_batch_start: dict[str, Any] = {}
         self._metrics_at_batch_start: dict[str, torch.Tensor] = {}
         self._in_batch = False  # between a batch's start and its end
@@ -112,22 +116,21 @@ class ResumeCheckpoint(L.Callback):
             self.signal = signum
             request_stop(self._trainer)  # Lightning stops at the next step boundary
 
-    def _share_signal(self, trainer: L.Trainer) -> None:
-        """Under DDP, one all-reduce a step, at its start on every rank: if any rank got a signal,
-        all stop at the same step boundary (Lightning alone stops on rank 0's signals only)."""
+    def _share_signal(self, trainer: L.Trainer) -> bool:
+        """Under DDP, one all-reduce a step, at its start on every rank: whether any rank got a
+        signal (Lightning alone stops on rank 0's signals only)."""
         flag = torch.tensor([self._pending or 0], device=trainer.strategy.root_device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         signum = int(flag.item())
         if signum and self.signal is None:
             self.signal = signum
-            request_stop(trainer)
+        return bool(signum)
 
     # -- periodic checkpoints ----------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
-        if trainer.world_size > 1 and torch.distributed.is_initialized():
-            self._share_signal(trainer)
         due = batch_idx == 0 or (self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0)
-        if self._to_restore is not None:  # the first batch after a resume: the file is this state
+        resumed_here = self._to_restore is not None
+        if resumed_here:  # the first batch after a resume: the file is this state
             set_rng_states(self._to_restore["rng_states"])
             for key, value in self._to_restore.get("metrics", {}).items():
                 name, state = key.rsplit(".", 1)
@@ -135,7 +138,15 @@ class ResumeCheckpoint(L.Callback):
             self._to_restore = None
             if self._logging_step is not None:  # Lightning assumes a save at a batch end and adds one
                 set_logging_step(trainer, self._logging_step)
-        elif due and trainer.global_step > 0:
+        if trainer.world_size > 1 and torch.distributed.is_initialized() and self._share_signal(trainer):
+            # Every rank is here, at the same batch start, none of it run: save with each rank's
+            # generators and metric states (exact, as a periodic save), and stop before this batch.
+            if not resumed_here:
+                self.save(trainer, every_rank=True)
+            self._saved_at_stop = True
+            request_stop(trainer)
+            raise SIGTERMException()
+        if due and trainer.global_step > 0 and not resumed_here:
             self.save(trainer, every_rank=True)
         self._rng_at_batch_start = rng_states(self._cuda, torch_only=True)
         self._metrics_at_batch_start = metric_states(self._metrics)
@@ -168,6 +179,7 @@ class ResumeCheckpoint(L.Callback):
             torch.distributed.all_gather_object(ranks, own)
         else:
             ranks = [own]
+        self._saved_every_rank_at = trainer.global_step if len(ranks) == trainer.world_size else None
         if trainer.is_global_zero:
             self._rank_states = ranks
             try:
@@ -215,9 +227,10 @@ class ResumeCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             self.signal = self.signal or signal.SIGTERM
-            # Rank 0 alone, no gather: a rank that has not stopped with the others (Lightning's epoch-end
-            # check is not synced) must not hang the save within the scheduler's grace period.
-            self.save(trainer)
+            if not self._saved_at_stop:  # one process; or a signal Lightning's own handler took (rank 0's)
+                # Rank 0 alone, no gather: a rank that has not stopped with the others must not hang
+                # the save within the scheduler's grace period.
+                self.save(trainer)
             log.info("Stopped by signal %d; state saved to %s", self.signal, self.path)
             if self.signal in SLURM_SIGNALS and trainer.is_global_zero:
                 requeue_slurm_job()
@@ -225,6 +238,8 @@ class ResumeCheckpoint(L.Callback):
             return  # the last resume checkpoint is the last good state
         elif not self._consistent(trainer):
             log.warning("The error came after the optimiser step of a batch: %s keeps the last save", self.path)
+        elif self._saved_every_rank_at == trainer.global_step:
+            log.info("Error during training; %s holds the state before it, with every rank's", self.path)
         else:
             self.save(trainer)
             log.info("Error during training; the state before it is saved to %s", self.path)
