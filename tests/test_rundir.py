@@ -66,3 +66,7 @@ def test_a_checkpoint_knows_its_run(tmp_path):
     assert found.resolved("model").width == 0.5 and found.checkpoint("best").name.startswith("best-epoch001")
     with pytest.raises(FileNotFoundError, match="checkpoint=last"):
         found.checkpoint("last")
+    (run.checkpoints / "epoch3.ckpt").write_bytes(b"")
+    assert found.checkpoint(str(run.checkpoints / "epoch3.ckpt")) == run.checkpoints / "epoch3.ckpt"  # a path
+    with pytest.raises(FileNotFoundError, match="a path to a .ckpt file"):
+        found.checkpoint(str(run.checkpoints / "epoch4.ckpt"))
