@@ -8,8 +8,9 @@
 - the fast LRN against torch's (bench/lrn.py), the tensor-resident loader's images/s, and the
   images/s of JPEG decoding on the GPU (data.decode=device: nvJPEG through torchvision).
 
-Target on one H100: >= 20,000 training images/s in bf16. ``--smoke`` runs every step tiny on a
-CPU, so the script is tested where no GPU is. Writes outputs/bench/gpu.json.
+Target on one H100: >= 20,000 training images/s in bf16. ``--smoke`` runs every step tiny (the
+network at a quarter width) on a CPU, so the script is tested where no GPU is. Writes
+outputs/bench/gpu.json.
 """
 
 import argparse
@@ -28,11 +29,19 @@ from bench.harness import compose_config, machine, synchronize, trainer_step_sec
 
 
 def training_rate(
-    device: torch.device, batch: int, steps: int, bf16: bool, channels_last: bool, compile: bool, warmup: int = 3
+    device: torch.device,
+    batch: int,
+    steps: int,
+    bf16: bool,
+    channels_last: bool,
+    compile: bool,
+    warmup: int = 3,
+    width: float = 1.0,
 ) -> float:
     """Training images per second of the system (``model=paper``, the config's SGD, its metrics)
     under a Lightning ``Trainer``, on one synthetic batch fed again and again."""
     overrides = ["model=paper", "data=imagenet", f"system.channels_last={channels_last}", f"system.compile={compile}"]
+    overrides.append(f"model.width={width}")
     cfg = compose_config(overrides)
     torch.manual_seed(0)
     system = instantiate(cfg.system, net=instantiate(cfg.model), scheduler=None)
@@ -110,9 +119,10 @@ def main() -> int:
     if device.type == "cpu" and not args.smoke:
         parser.error("no GPU here: run on a GPU machine, or pass --smoke to check the script on a CPU")
     batch, steps, warmup, n = (4, 1, 1, 256) if args.smoke else (512, 20, 3, 8192)
+    width = 0.25 if args.smoke else 1.0  # smoke: a quarter of the paper's width
 
     peak = matmul_tflops(device, n)
-    flops_per_image = 3 * 2 * sum(row.macs for row in layer_table(AlexNet(num_classes=1000), 227))
+    flops_per_image = 3 * 2 * sum(row.macs for row in layer_table(AlexNet(num_classes=1000, width=width), 227))
     rows = {}
     settings = [
         ("fp32", False, False, False),
@@ -122,7 +132,7 @@ def main() -> int:
     for name, bf16, channels_last, compile in settings:
         if compile and args.smoke:
             continue  # compiling the whole network takes minutes on a CPU
-        rate = training_rate(device, batch, steps, bf16, channels_last, compile, warmup)
+        rate = training_rate(device, batch, steps, bf16, channels_last, compile, warmup, width)
         rows[name] = {"images_per_s": rate, "mfu": rate * flops_per_image / (peak * 1e12)}
         print(f"{name:32s} {rate:10,.0f} training images/s   MFU {100 * rows[name]['mfu']:.1f}%", flush=True)
     lrn_shape = (2, 96, 27, 27) if args.smoke else lrn.SHAPE  # smoke: that it runs, not how fast
