@@ -5,6 +5,7 @@ which checks there that each job ran once in its own directory, as one W&B run o
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,13 @@ def test_experiment_presets_compose_with_their_sweeps():
         assert axis in cfg.hydra.sweeper.params and "seed" in cfg.hydra.sweeper.params
         assert cfg.data._target_.endswith("DigitsDataModule")  # demo scale by default
     assert compose_config(["experiment=ablation_norm_pool", "scale=full"]).data.name == "cifar10"
+
+
+def test_a_job_runs_under_torchrun_only_when_it_has_several_processes(tmp_path):
+    from hydra_plugins.alexnet_launcher.torchrun_launcher import job_command
+
+    one = job_command("src/train.py", ["norm=none"], tmp_path, 1)
+    assert one[:2] == [sys.executable, "src/train.py"] and "torch.distributed.run" not in one
+    two = job_command("src/train.py", ["norm=none"], tmp_path, 2)
+    assert two[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in two
+    assert one[-3:] == two[-3:] == ["norm=none", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"]

@@ -6,7 +6,8 @@ sweep of its own (Lightning #11617, #15737; Hydra #2070). Here the sweep process
 for each job it runs ``python -m torch.distributed.run --nproc_per_node=<trainer.devices>
 src/train.py <the job's overrides> hydra.run.dir=<job dir>``. torchrun starts every rank; Lightning
 recognises its environment and starts no process of its own; each rank runs one ordinary (non
-multirun) training job in the job's directory.
+multirun) training job in the job's directory. A one-process job runs ``python src/train.py …``
+itself, without torchrun.
 
 A job that fails is recorded (its ``results.json`` says ``failed``; the launcher writes one if the
 job died before it could) and the remaining jobs still run, unless ``stop_on_failure`` is set.
@@ -48,11 +49,11 @@ def processes_per_job(devices: object) -> int:
 def job_command(
     script: str, overrides: Sequence[str], job_dir: Path, nproc: int, extra: Sequence[str] = ()
 ) -> list[str]:
-    """The command that runs one sweep job: torchrun over the training script, in ``job_dir``."""
+    """The command that runs one sweep job in ``job_dir``: torchrun over the training script, or for
+    one process the script itself (torchrun would add a process and 4 s of start-up to each job)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
     return [
-        *torchrun,
-        f"--nproc_per_node={nproc}",
+        *([*torchrun, f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]),
         script,
         *overrides,
         *extra,
