@@ -81,13 +81,17 @@ def test_batch_that_does_not_divide_across_devices_fails_before_training(tmp_pat
     assert not list(tmp_path.glob("outputs/runs/*/*/checkpoints"))
 
 
-def test_summary_prints_the_papers_totals(tmp_path):
-    result = run_script(
-        [str(ROOT / "src" / "summary.py"), "model=paper", "data=imagenet"], cwd=tmp_path, env={"COLUMNS": "160"}
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "60,965,224" in result.stdout
-    assert "256×6×6" in result.stdout  # conv5 after pooling
+def test_summary_prints_the_papers_totals(capsys, monkeypatch):
+    """What ``src/summary.py model=paper data=imagenet`` prints (the README's command runs the script)."""
+    from alexnet.config import build
+    from alexnet.models.layer_table import print_summary
+
+    monkeypatch.setenv("COLUMNS", "160")
+    cfg = compose_config(["model=paper", "data=imagenet"])
+    print_summary(build(cfg.model, "model"), cfg.model.input_size)
+    printed = capsys.readouterr().out
+    assert "60,965,224" in printed
+    assert "256×6×6" in printed  # conv5 after pooling
 
 
 @pytest.mark.slow
