@@ -16,7 +16,7 @@ SWITCHES = ["norm=none", "activation=tanh", "dropout=none", "model.width=0.25"]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("user-paths")
-    shorter = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.batch_size=64"]
+    shorter = ["trainer.max_epochs=2", "trainer.limit_train_batches=8", "trainer.accelerator=cpu", "data.batch_size=64"]
     args = [*SWITCHES, *shorter, "callbacks.conv1_filters.every_n_epochs=1", "hydra.run.dir=run"]
     result = run_script([str(SRC / "train.py"), *args], cwd)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
