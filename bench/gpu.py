@@ -40,9 +40,15 @@ def training_rate(
 ) -> float:
     """Training images per second of the system (``model=paper``, the config's SGD, its metrics)
     under a Lightning ``Trainer``, on one synthetic batch fed again and again."""
-    overrides = ["model=paper", "data=imagenet", f"system.channels_last={channels_last}", f"system.compile={compile}"]
-    overrides.append(f"model.width={width}")
-    cfg = compose_config(overrides)
+    cfg = compose_config(
+        [
+            "model=paper",
+            "data=imagenet",
+            f"model.width={width}",
+            f"system.channels_last={channels_last}",
+            f"system.compile={compile}",
+        ]
+    )
     torch.manual_seed(0)
     system = instantiate(cfg.system, net=instantiate(cfg.model), scheduler=None)
     size, classes = cfg.model.input_size, cfg.data.num_classes

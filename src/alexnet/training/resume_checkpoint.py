@@ -70,13 +70,13 @@ class ResumeCheckpoint(L.Callback):
         self.every_n_steps = every_n_steps
         self.signal: int | None = None  # the signal that stopped the run
         self._pending: int = 0  # a signal this process received, not yet shared with the others
-        self._saved_at_stop = False  # every rank stopped at one batch start and saved there (DDP)
-        self._saved_every_rank_at: int | None = None  # the step of the last save with every rank's state
+        self._saved_every_rank_at: int | None = None  # the step whose state the file holds, every rank's
         self._rng_at_batch_start: dict[str, Any] = {}
         self._metrics_at_batch_start: dict[str, torch.Tensor] = {}
         self._in_batch = False  # between a batch's start and its end
         self._stepped = False  # the optimiser has run in the current batch
         self._to_restore: dict[str, Any] | None = None  # this rank's RNG and metric states, after a resume
+        self._restored_every_rank = False  # the file resumed from held every rank's states
         self._logging_step: int | None = None
         self._rank_states: list[dict[str, Any]] | None = None  # every rank's, for the file being written
         self._previous_handlers: dict[int, Any] = {}
@@ -129,28 +129,30 @@ class ResumeCheckpoint(L.Callback):
     # -- periodic checkpoints ----------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
         due = batch_idx == 0 or (self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0)
-        resumed_here = self._to_restore is not None
-        if resumed_here:  # the first batch after a resume: the file is this state
+        if self._to_restore is not None:  # the first batch after a resume: the file is this state
             set_rng_states(self._to_restore["rng_states"])
             for key, value in self._to_restore.get("metrics", {}).items():
                 name, state = key.rsplit(".", 1)
                 setattr(self._metrics[name], state, value.to(pl_module.device))
             self._to_restore = None
+            self._saved_every_rank_at = trainer.global_step if self._restored_every_rank else None
             if self._logging_step is not None:  # Lightning assumes a save at a batch end and adds one
                 set_logging_step(trainer, self._logging_step)
         if trainer.world_size > 1 and torch.distributed.is_initialized() and self._share_signal(trainer):
             # Every rank is here, at the same batch start, none of it run: save with each rank's
             # generators and metric states (exact, as a periodic save), and stop before this batch.
-            if not resumed_here:
+            if not self._holds_this_step(trainer):
                 self.save(trainer, every_rank=True)
-            self._saved_at_stop = True
-            request_stop(trainer)
             raise SIGTERMException()
-        if due and trainer.global_step > 0 and not resumed_here:
+        if due and trainer.global_step > 0 and not self._holds_this_step(trainer):
             self.save(trainer, every_rank=True)
         self._rng_at_batch_start = rng_states(self._cuda, torch_only=True)
         self._metrics_at_batch_start = metric_states(self._metrics)
         self._in_batch, self._stepped = True, False
+
+    def _holds_this_step(self, trainer: L.Trainer) -> bool:
+        """Whether the file already holds the state at this step's start, with every rank's."""
+        return self._saved_every_rank_at == trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer, every_rank=True)  # the final state: resuming a finished run does nothing more
@@ -220,14 +222,15 @@ class ResumeCheckpoint(L.Callback):
                 len(states),
                 trainer.world_size,
             )
-        self._to_restore = states[trainer.global_rank] if len(states) == trainer.world_size else states[0]
+        self._restored_every_rank = len(states) == trainer.world_size
+        self._to_restore = states[trainer.global_rank] if self._restored_every_rank else states[0]
         self._logging_step = checkpoint.get("logging_step")
 
     # -- signals and errors ------------------------------------------------------------------
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             self.signal = self.signal or signal.SIGTERM
-            if not self._saved_at_stop:  # one process; or a signal Lightning's own handler took (rank 0's)
+            if not self._holds_this_step(trainer):  # it does when every rank stopped at a batch start (DDP)
                 # Rank 0 alone, no gather: a rank that has not stopped with the others must not hang
                 # the save within the scheduler's grace period.
                 self.save(trainer)
@@ -238,7 +241,7 @@ class ResumeCheckpoint(L.Callback):
             return  # the last resume checkpoint is the last good state
         elif not self._consistent(trainer):
             log.warning("The error came after the optimiser step of a batch: %s keeps the last save", self.path)
-        elif self._saved_every_rank_at == trainer.global_step:
+        elif self._holds_this_step(trainer):
             log.info("Error during training; %s holds the state before it, with every rank's", self.path)
         else:
             self.save(trainer)
