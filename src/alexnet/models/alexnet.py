@@ -26,6 +26,7 @@ from alexnet.models.layers import (
     NORM_LAYERS,
     POOL_LAYERS,
     ActFactory,
+    LocalResponseNorm,
     NormFactory,
     PoolFactory,
     resolve,
@@ -42,6 +43,7 @@ LATER_CONVS: tuple[tuple[int, int, bool], ...] = ((5, 2, True), (3, 1, False), (
 PAPER_CHANNELS = (96, 256, 384, 384, 256)
 INITS = ("paper", "kaiming", "torch")
 HEADS = ("flatten", "gap")
+PARALLEL = ("none", "columns")
 DROPOUT_POSITIONS = ("after", "before")
 
 
@@ -70,6 +72,9 @@ class AlexNet(nn.Module):
             pooling (the blog post).
         init: "paper" (§5: weights N(0, 0.01), bias 1 in conv2/4/5 and fc6/7, else 0),
             "kaiming" (He normal, zero bias) or "torch" (PyTorch's defaults, as torchvision).
+        parallel: how training lays the network out: "none" (all of it in each process) or
+            "columns" (one process per column, as the paper's GPUs: ``alexnet.models.columns``).
+            The network computes the same either way, so its checkpoints load into either.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class AlexNet(nn.Module):
         norm_after: Sequence[int] = (1, 2),
         head: str = "flatten",
         init: str = "paper",
+        parallel: str = "none",
     ) -> None:
         super().__init__()
         for key, value, allowed in (
@@ -97,6 +103,7 @@ class AlexNet(nn.Module):
             ("head", head, HEADS),
             ("init", init, INITS),
             ("dropout_position", dropout_position, DROPOUT_POSITIONS),
+            ("parallel", parallel, PARALLEL),
         ):
             require(value in allowed, f"model.{key}", value, f"one of {sorted(allowed)}")
         require(len(channels) == 5, "model.channels", list(channels), "conv1..conv5's channels (5 numbers)")
@@ -110,7 +117,7 @@ class AlexNet(nn.Module):
 
         widths = [scaled_channels(c, width, columns) for c in channels]
         hidden = max(1, round(hidden * width))
-        self.columns, self.init = columns, init
+        self.columns, self.init, self.parallel = columns, init, parallel
 
         kernel, stride, padding = STEMS[stem]
         convs = [nn.Conv2d(3, widths[0], kernel, stride, padding)]
@@ -126,6 +133,8 @@ class AlexNet(nn.Module):
                 layers["pool"] = pool()
             blocks[f"conv{i}"] = nn.Sequential(layers)
         self.features = nn.Sequential(blocks)
+        if parallel == "columns":
+            _check_splits(columns, hidden, num_classes, [b.norm for b in blocks.values() if hasattr(b, "norm")])
         self.avgpool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
 
         flat = self._feature_shape(input_size).numel()
@@ -176,6 +185,17 @@ class AlexNet(nn.Module):
                 f"input_size {input_size} is too small for this stem and pooling ({err}); "
                 "use the 'cifar' stem for 32×32 images or a larger input"
             ) from err
+
+
+def _check_splits(columns: int, hidden: int, num_classes: int, norms: list[nn.Module]) -> None:
+    """model.parallel=columns splits every layer's units evenly among the columns."""
+    require(columns >= 2, "model.columns", columns, "2 or more with model.parallel=columns (the paper: 2)")
+    units = f"a multiple of model.columns={columns}, since each column holds an equal share"
+    require(hidden % columns == 0, "model.hidden × model.width", hidden, f"{units} of fc6 and fc7")
+    require(num_classes % columns == 0, "data.num_classes", num_classes, f"{units} of fc8 (or model.parallel=none)")
+    for norm in norms:  # the column split knows how to cut these two
+        known = isinstance(norm, LocalResponseNorm | nn.BatchNorm2d)
+        require(known, "norm", type(norm).__name__, "lrn, batchnorm or none with model.parallel=columns")
 
 
 def scaled_channels(channels: int, width: float, columns: int) -> int:
