@@ -18,14 +18,22 @@ class DataError(RuntimeError):
     """A dataset that is missing, incomplete or inconsistent with the config."""
 
 
-def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
-    """The batch each process loads so that all of them together make ``global_batch_size``."""
+def per_device_batch_size(global_batch_size: int, world_size: int, what: str = "processes (devices × nodes)") -> int:
+    """The batch each of ``world_size`` data-parallel shards loads so that all of them together
+    make ``global_batch_size``."""
     if global_batch_size < 1 or global_batch_size % world_size:
         raise ValueError(
             f"data.batch_size={global_batch_size} is the global batch and must divide evenly across "
-            f"{world_size} processes (devices × nodes); set data.batch_size to a multiple of {world_size}"
+            f"{world_size} {what}; set data.batch_size to a multiple of {world_size}"
         )
     return global_batch_size // world_size
+
+
+def data_shard(trainer: L.Trainer | None) -> tuple[int, int]:
+    """(this process's shard, the number of shards) of the data: one shard per data-parallel
+    replica, as the trainer's strategy counts them (the columns of one replica share a shard)."""
+    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer is not None else None
+    return (kwargs["rank"], kwargs["num_replicas"]) if kwargs else (0, 1)
 
 
 def stratified_split(labels: torch.Tensor, fraction: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +135,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
-            self.batch_size_per_device = per_device_batch_size(self.batch_size, self.trainer.world_size)
+            self.batch_size_per_device = per_device_batch_size(self.batch_size, data_shard(self.trainer)[1])
         if self.train_set is not None:
             return
         self.build()
@@ -148,9 +156,9 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         sampler = None
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if not shuffle and world > 1:  # Lightning leaves a DistributedSampler as it is
-            sampler = UnpaddedShardSampler(dataset, world, self.trainer.global_rank)
+        rank, shards = data_shard(self.trainer)
+        if not shuffle and shards > 1:  # Lightning leaves a DistributedSampler as it is
+            sampler = UnpaddedShardSampler(dataset, shards, rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
@@ -251,6 +259,7 @@ class ImageClassificationDataModule(ClassificationDataModule):
         shard, following the trainer's epoch and (training) its count of trained batches."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, shards = data_shard(trainer)
         images = dataset.images if device.type == "cpu" else self._on_device(dataset, device)
         return TensorBatchLoader(
             images,
@@ -263,8 +272,8 @@ class ImageClassificationDataModule(ClassificationDataModule):
             padding=self.hparams.crop_padding,
             flip=self.hparams.flip,
             seed=self.hparams.seed,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world=trainer.world_size if trainer is not None else 1,
+            rank=rank,
+            world=shards,
             epoch=self._trainer_epoch if trainer is not None else None,
             progress=self._trained_batches if trainer is not None and train else None,
         )

@@ -23,11 +23,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet.analysis.evaluation import evaluate
 from alexnet.analysis.visuals import visualize_from_config
-from alexnet.config import build, validate
+from alexnet.config import build, require, validate
 from alexnet.data import per_device_batch_size
 from alexnet.lightning_compat import own_launcher, set_collective_timeout
+from alexnet.models.columns import exchange_report
 from alexnet.rundir import RunDir, results_record
 from alexnet.training.callbacks import Diverged
+from alexnet.training.column_parallel import ColumnParallelStrategy
 from alexnet.training.hangs import SignalWatchdog, failed_collective
 from alexnet.training.resume import prepare_resume
 from alexnet.training.resume_checkpoint import ResumeCheckpoint
@@ -36,6 +38,7 @@ from alexnet.training.slurm import requeued
 log = logging.getLogger(__name__)
 
 ABLATION_AXES = ("model", "norm", "pool", "dropout", "activation", "data")
+SHARDS = {False: "processes (devices × nodes)", True: "replicas (devices × nodes ÷ model.columns)"}
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -93,7 +96,13 @@ def train(cfg: DictConfig) -> float | None:
         datamodule: L.LightningDataModule = build(cfg.data, "data")
         system: L.LightningModule = build(cfg.system, "system", net=build(cfg.model, "model"))
         trainer = build_trainer(cfg, system)  # Lightning checks its own values here
-        per_device_batch_size(cfg.data.batch_size, trainer.world_size)  # fail now, not after loading data
+        columns = cfg.model.columns if isinstance(trainer.strategy, ColumnParallelStrategy) else 1
+        processes = f"a multiple of model.columns={columns}: replicas × columns, with model.parallel=columns"
+        require(trainer.world_size % columns == 0, "trainer.devices", cfg.trainer.devices, processes)
+        per_device_batch_size(cfg.data.batch_size, trainer.world_size // columns, SHARDS[columns > 1])
+        if columns > 1 and rank_zero_only.rank == 0:
+            replicas = trainer.world_size // columns
+            log.info("%s", exchange_report(system.net, cfg.data.batch_size // replicas, cfg.model.input_size, replicas))
         name, tags = describe(cfg)
         trainer.loggers = loggers = build_loggers(cfg, name, tags, run, keep_rows)  # a W&B run starts here
 
@@ -101,8 +110,11 @@ def train(cfg: DictConfig) -> float | None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         # Loads the best weights into system; every rank, since the per-class counts sync.
         evaluation = evaluate(trainer, system, datamodule, "test", ckpt_path=best or None, verbose=True)
+        net = system.net
+        if isinstance(trainer.strategy, ColumnParallelStrategy):  # the pictures need all of the network
+            net = trainer.strategy.whole_network(build(cfg.model, "model"))
         if cfg.visuals.enabled and trainer.is_global_zero and not trainer.interrupted:
-            net = system.net.to(trainer.strategy.root_device)  # the trainer's teardown moved it to the CPU
+            net = net.to(trainer.strategy.root_device)  # the trainer's teardown moved it to the CPU
             extra["visuals"] = visualize_from_config(cfg, net, datamodule, evaluation, run.visuals, loggers)
         status = "interrupted" if trainer.interrupted else "finished"
     except SIGTERMException as err:
@@ -137,17 +149,23 @@ def build_trainer(cfg: DictConfig, system: L.LightningModule) -> L.Trainer:
     """The configured trainer and its callbacks (loggers are set after: see :func:`train`), with
     this repo's DDP settings: the collective timeout (``collective_timeout_s``) and BatchNorm
     synchronised where torch can."""
-    callbacks = []
+    callbacks, strategy = [], {}
+    if cfg.model.get("parallel", "none") == "columns":
+        auto = "auto with model.parallel=columns (the columns need their own strategy: ColumnParallelStrategy)"
+        require(cfg.trainer.strategy == "auto", "trainer.strategy", cfg.trainer.strategy, auto)
+        strategy = {"strategy": ColumnParallelStrategy(cfg.model.columns, cfg.trainer.sync_batchnorm)}
     for key, callback in cfg.callbacks.items():
         # trainer.enable_progress_bar=false alone turns the bar off
         if callback is not None and (key != "progress_bar" or cfg.trainer.enable_progress_bar):
             callbacks.append(build(callback, f"callbacks.{key}"))
     # torch's SyncBatchNorm runs on CUDA only; it is applied below, where it can run.
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=False, sync_batchnorm=False)
+    trainer: L.Trainer = build(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=False, sync_batchnorm=False, **strategy
+    )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
     batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
     has_batchnorm = any(isinstance(m, batchnorms) for m in system.modules())
-    if cfg.trainer.sync_batchnorm and has_batchnorm and trainer.world_size > 1:
+    if cfg.trainer.sync_batchnorm and has_batchnorm and trainer.world_size > 1 and not strategy:
         if isinstance(trainer.accelerator, CUDAAccelerator):
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(system)  # replaces the layers in place
         elif rank_zero_only.rank == 0:

@@ -37,6 +37,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from alexnet.config import require
 from alexnet.lightning_compat import checkpoint_state, logging_step, request_stop, set_logging_step
 from alexnet.training.callbacks import Diverged
+from alexnet.training.column_parallel import ColumnParallelStrategy
 from alexnet.training.exact_state import (
     csv_rows,
     metric_states,
@@ -175,6 +176,10 @@ class ResumeCheckpoint(L.Callback):
         when another rank has failed (every rank holds the same weights). With ``every_rank`` (all
         ranks are here at the same step), each rank's random generators and training-metric states
         are gathered first, so that under DDP each rank resumes with its own."""
+        split = isinstance(trainer.strategy, ColumnParallelStrategy)  # the weights are gathered from every rank
+        if split and not every_rank:
+            log.warning("Column-parallel: a save needs every process, so %s keeps the last one", self.path)
+            return
         own = self._rank_state()
         if every_rank and trainer.world_size > 1 and torch.distributed.is_initialized():
             ranks: list[Any] = [None] * trainer.world_size
@@ -182,13 +187,14 @@ class ResumeCheckpoint(L.Callback):
         else:
             ranks = [own]
         self._saved_every_rank_at = trainer.global_step if len(ranks) == trainer.world_size else None
-        if trainer.is_global_zero:
+        if trainer.is_global_zero or split:
             self._rank_states = ranks
             try:
                 checkpoint = checkpoint_state(trainer)
             finally:
                 self._rank_states = None
-            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
+            if trainer.is_global_zero:
+                trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
 
     def _rank_state(self) -> dict[str, Any]:
         """This rank's generators and training-metric states; inside a batch (an error), those

@@ -113,6 +113,9 @@ class ClassificationSystem(L.LightningModule):
             setattr(self, f"{split}_err", metrics.clone(prefix=f"{split}/"))
             setattr(self, f"{split}_loss", MeanMetric())
         self._lr_logged_for = -1
+        # The processes whose metric states add up to the whole batch: all (None), except when each
+        # replica's columns run in processes of their own and see the same images (column_parallel).
+        self.metric_process_group = None
         self.per_class_split: str | None = None  # see track_per_class
         for metric in metrics_of(self):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch ends with the same numbers
@@ -138,12 +141,12 @@ class ClassificationSystem(L.LightningModule):
         """From now on, also count each class's top-1 and top-5 hits and the top-1 confusions on
         ``split`` (``val`` or ``test``), for :meth:`per_class_results`. Off in training: it costs a
         little each step. (See :func:`alexnet.analysis.evaluation.evaluate`.)"""
-        k = self.hparams.num_classes
+        k, group = self.hparams.num_classes, {"process_group": self.metric_process_group}
         self.per_class = MetricCollection(
             {
-                "top1": MulticlassStatScores(k, top_k=1, average=None),
-                "top5": MulticlassStatScores(k, top_k=min(5, k), average=None),
-                "confusion": MulticlassConfusionMatrix(k),
+                "top1": MulticlassStatScores(k, top_k=1, average=None, **group),
+                "top5": MulticlassStatScores(k, top_k=min(5, k), average=None, **group),
+                "confusion": MulticlassConfusionMatrix(k, **group),
             },
             compute_groups=False,
         ).to(self.device)
