@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from test_columns import check_column_parallel_run
 
 SHORT = ["debug=smoke", "model.width=0.25"]
 MAKE_SHORT = " ".join(SHORT)
@@ -62,6 +63,10 @@ PLAN: dict[str, Plan] = {
     ),
     "python src/train.py norm=lrn pool=overlap trainer.devices=2": Plan(
         cpu(f"{TRAIN} norm=lrn pool=overlap trainer.devices=2"), note="two CPU processes (gloo), not two GPUs"
+    ),
+    "python src/train.py norm=lrn pool=overlap model.parallel=columns trainer.devices=2": Plan(
+        cpu(f"{TRAIN} norm=lrn pool=overlap model.parallel=columns trainer.devices=2"),
+        note="two CPU processes (gloo), one column each; then eval.py and resume= on its checkpoints",
     ),
     "python src/summary.py model=paper": Plan("{python} src/summary.py model=paper"),
     "make prepare-imagenet ARCHIVES=~/Downloads/ilsvrc ROOT=data/imagenet": Plan(
@@ -148,6 +153,8 @@ def test_readme_command_runs(command, workspace):
         assert results["world_size"] == (2 if "trainer.devices=2" in command else 1)
         assert (new.parent / "visuals" / "confusion.png").is_file()  # the pictures, as users get them
         assert list(new.parent.glob("wandb/offline-run-*"))  # W&B offline, as for a user not logged in
+        if "model.parallel=columns" in command:
+            check_column_parallel_run(new.parent, result.stdout + result.stderr)
     if command.startswith("python src/eval.py"):
         assert "top-1 error" in result.stdout
     if " -m norm=lrn,batchnorm" in command:
