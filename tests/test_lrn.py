@@ -168,6 +168,8 @@ def test_gpu_benchmark_script_runs_in_smoke_mode_on_a_cpu(tmp_path):
     data = json.loads(out.read_text())
     assert data["smoke"] and data["training"]["fp32"]["images_per_s"] > 0 and data["loader_images_per_s"] > 0
     assert data["device_jpeg_images_per_s"] > 0
+    assert data["column_parallel"] == {"batch": 8, "timed": False}  # counted, and says why it is not timed
+    assert "Column-parallel exchanges" in result.stdout and "needs 2 GPUs" in result.stdout
 
 
 def test_the_memory_benchmark_sees_what_a_process_and_its_children_hold():
