@@ -9,8 +9,6 @@ also evaluates its checkpoint and resumes it (:func:`check_column_parallel_run`)
 import copy
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from alexnet.config import ConfigError
+from alexnet.config import ConfigError, build
 from alexnet.models import AlexNet
 from alexnet.models.columns import (
     ColumnParallelAlexNet,
@@ -28,7 +26,7 @@ from alexnet.models.columns import (
     exchange_report,
     whole_optimizer_state,
 )
-from conftest import ROOT, compose_config
+from conftest import ROOT, compose_config, run_script
 
 # Each of the paper's switches that touches a column, in two networks: LRN with dropout after
 # fc6/fc7's ReLU and the flattened head (the paper), BatchNorm with dropout before and the GAP head.
@@ -181,30 +179,17 @@ def check_column_parallel_run(run_dir: Path, output: str) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     best = Path(results["best_checkpoint"])
     cfg = compose_config([o for o in results["overrides"] if not o.startswith(("hydra.", "paths."))])
-    from alexnet.config import build
-
     one_device = build(cfg.model, "model")
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     one_device.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    evaluated = subprocess.run(
-        [sys.executable, "src/eval.py", f"ckpt_path={best}", f"hydra.run.dir={run_dir.parents[2] / 'column-eval'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    eval_dir = run_dir.parents[2] / "column-eval"
+    evaluated = run_script(["src/eval.py", f"ckpt_path={best}", f"hydra.run.dir={eval_dir}"], cwd=ROOT, timeout=120)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    numbers = json.loads((run_dir.parents[2] / "column-eval" / "eval.json").read_text())
+    numbers = json.loads((eval_dir / "eval.json").read_text())
     assert (numbers["err1"], numbers["err5"]) == (results["test"]["err1"], results["test"]["err5"])
     assert numbers["world_size"] == 2  # the run's overrides: data-parallel evaluation of the whole network
     epochs = len(results["history"])
-    resumed = subprocess.run(
-        [sys.executable, "src/train.py", f"resume={run_dir}", f"trainer.max_epochs={epochs + 1}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_script(["src/train.py", f"resume={run_dir}", f"trainer.max_epochs={epochs + 1}"], cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "finished" and len(results["history"]) == epochs + 1
