@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("running", "finished", "interrupted", "preempted", "diverged", "failed")
+JOURNAL = "optuna.journal"  # a tuned sweep's studies (hparams_search), in its sweep directory
+STATUSES = ("running", "finished", "interrupted", "preempted", "diverged", "failed", "pruned")  # pruned: a search trial
 
 
 class RunDir:
@@ -296,6 +297,9 @@ class RunDirectoryGuard(Callback):
         if _continuing():
             return
         sweep = RunDir(str(config.hydra.sweep.dir))
+        if (sweep.path / JOURNAL).is_file() and str(config.hydra.sweeper.get("_target_", "")).endswith("TunedSweeper"):
+            log.info("Continuing the tuned sweep in %s: its studies, finished trials and jobs are kept", sweep)
+            return
         jobs = {}
         for job in sorted(sweep.path.glob("*/")) if sweep.path.is_dir() else []:
             found = RunDir(job).holds_run()

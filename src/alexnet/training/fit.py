@@ -34,6 +34,7 @@ from alexnet.training.hangs import SignalWatchdog, failed_collective
 from alexnet.training.resume import prepare_resume
 from alexnet.training.resume_checkpoint import ResumeCheckpoint
 from alexnet.training.slurm import requeued
+from alexnet.training.tuning import TrialPruned, TrialPruning
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,11 @@ def train(cfg: DictConfig) -> float | None:
         name, tags = describe(cfg)
         trainer.loggers = loggers = build_loggers(cfg, name, tags, run, keep_rows)  # a W&B run starts here
 
-        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        except TrialPruned as err:  # a search trial the study stopped: recorded, not an error
+            status, error = "pruned", str(err)
+            return None
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         # Loads the best weights into system; every rank, since the per-class counts sync.
         evaluation = evaluate(trainer, system, datamodule, "test", ckpt_path=best or None, verbose=True)
@@ -141,7 +146,7 @@ def train(cfg: DictConfig) -> float | None:
     finally:
         watchdog.stop()
         results = record(status, error)
-        finish_wandb(loggers, failed=status != "finished")
+        finish_wandb(loggers, failed=status not in ("finished", "pruned"))
     return results["val"]["best"]["err1"] if results["val"]["best"] else None
 
 
@@ -154,6 +159,8 @@ def build_trainer(cfg: DictConfig, system: L.LightningModule) -> L.Trainer:
         auto = "auto with model.parallel=columns (the columns need their own strategy: ColumnParallelStrategy)"
         require(cfg.trainer.strategy == "auto", "trainer.strategy", cfg.trainer.strategy, auto)
         strategy = {"strategy": ColumnParallelStrategy(cfg.model.columns, cfg.trainer.sync_batchnorm)}
+    if cfg.tuning.trial is not None:  # a search trial of hparams_search
+        callbacks.append(TrialPruning(cfg.tuning.storage, cfg.tuning.study, cfg.tuning.trial))
     for key, callback in cfg.callbacks.items():
         # trainer.enable_progress_bar=false alone turns the bar off
         if callback is not None and (key != "progress_bar" or cfg.trainer.enable_progress_bar):

@@ -47,6 +47,7 @@ from alexnet.training.exact_state import (
     training_metrics,
 )
 from alexnet.training.slurm import SLURM_SIGNALS, requeue_slurm_job
+from alexnet.training.tuning import TrialPruned
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,8 @@ class ResumeCheckpoint(L.Callback):
             log.info("Stopped by signal %d; state saved to %s", self.signal, self.path)
             if self.signal in SLURM_SIGNALS and trainer.is_global_zero:
                 requeue_slurm_job()
-        elif isinstance(exception, Diverged) or trainer.state.stage != "train":
-            return  # the last resume checkpoint is the last good state
+        elif isinstance(exception, Diverged | TrialPruned) or trainer.state.stage != "train":
+            return  # the last resume checkpoint is the last good state (a pruned trial is not resumed)
         elif not self._consistent(trainer):
             log.warning("The error came after the optimiser step of a batch: %s keeps the last save", self.path)
         elif self._holds_this_step(trainer):
