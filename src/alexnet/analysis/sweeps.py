@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from alexnet.analysis.search import load_searches, search_section
 from alexnet.rundir import RunDir
 
 # The paper's choice on each axis a sweep may vary; the configuration made of these is the baseline.
@@ -108,15 +109,17 @@ def expected_job_count(sweep_dir: Path) -> int | None:
     hydra = OmegaConf.load(path).hydra
     params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
     parsed = OverridesParser.create().parse_overrides([*params, *hydra.overrides.task])
-    sizes = {o.get_key_element(): len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override()}
+    sizes = {}
+    for o in parsed:  # in order: a later override of a key replaces an earlier one, a sweep or not
+        sizes[o.get_key_element()] = len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
     return math.prod(sizes.values())
 
 
-def group_jobs(jobs: Sequence[Job]) -> tuple[list[str], list[Group]]:
-    """(axes, groups): the override keys that vary across jobs (the seed aside), and one group per
-    combination of their values, in the order the jobs ran."""
+def group_jobs(jobs: Sequence[Job], tuned: Sequence[str] = ()) -> tuple[list[str], list[Group]]:
+    """(axes, groups): the override keys that vary across jobs (the seed and the ``tuned`` keys of a
+    tuned sweep aside), and one group per combination of their values, in the order the jobs ran."""
     keys = list(dict.fromkeys(k for j in jobs for k in j.choices))
-    axes = [k for k in keys if k != "seed" and len({j.choices.get(k) for j in jobs}) > 1]
+    axes = [k for k in keys if k not in ("seed", *tuned) and len({j.choices.get(k) for j in jobs}) > 1]
     groups: dict[tuple, Group] = {}
     for job in jobs:
         values = {a: job.choices.get(a, "default") for a in axes}
@@ -343,7 +346,8 @@ def plot_differences(path: Path, groups: Sequence[Group], baseline: Group) -> No
 def write_report(sweep_dir: Path) -> dict[str, Path]:
     """Write report.md, runs.csv and the plots into ``sweep_dir``; return what was written."""
     jobs = load_jobs(sweep_dir)
-    axes, groups = group_jobs(jobs)
+    searches = load_searches(sweep_dir)
+    axes, groups = group_jobs(jobs, tuned=[k for s in searches for k in s.best_params])
     baseline = baseline_of(groups)
     written = {"report": sweep_dir / "report.md", "runs": sweep_dir / "runs.csv"}
     write_runs_csv(written["runs"], jobs, groups)
@@ -376,6 +380,14 @@ def write_report(sweep_dir: Path) -> dict[str, Path]:
     for key in ("val_curves", "train_curves", "differences"):
         if key in written:
             lines.append(f"![{key}]({written[key].name})")
+    if searches:
+        search_lines, plots = search_section(sweep_dir, searches, PAPER_CHOICES)
+        lines[2:2] = [
+            "Tuned sweep (hparams_search): the jobs below ran at each configuration's best settings from its "
+            "own search; the search itself is summarised after them."
+        ]
+        lines += ["", *search_lines]
+        written.update(plots)
     if problems or (expected and expected > len(jobs)):
         lines += ["", "## Failed and unfinished jobs", ""]
         lines += [
