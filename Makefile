@@ -9,7 +9,7 @@ SWEEP_DIR := outputs/multiruns/sweep-demo_$(shell date +%Y-%m-%d_%H-%M-%S)  # ev
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint summary sweep-demo report prepare-imagenet eval bench clean clean-runs
+.PHONY: help install train test lint summary sweep-demo sweep-demo-tuned report prepare-imagenet eval bench clean clean-runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,11 @@ summary: $(STAMP)  ## print the layers, parameters and mult-adds (ARGS="model=pa
 
 sweep-demo: $(STAMP)  ## the norm × pool ablation sweep on digits (18 jobs, ~7 min on 2 cores), then its report
 	$(PY) src/train.py -m experiment=ablation_norm_pool hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
+	  status=$$?; $(PY) src/report.py $(SWEEP_DIR) && exit $$status
+
+sweep-demo-tuned: $(STAMP)  ## the same ablation, fair: each configuration tuned (3 trials), then 2 seeds at its best; the report
+	$(PY) src/train.py -m experiment=ablation_norm_pool hparams_search=per_config seed=0,1 \
+	  'hydra.sweeper.trial_overrides=["trainer.max_epochs=4"]' hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
 	  status=$$?; $(PY) src/report.py $(SWEEP_DIR) && exit $$status
 
 report: $(STAMP)  ## summarise a sweep: make report SWEEP_DIR=outputs/multiruns/<date>/<time>

@@ -90,6 +90,11 @@ PLAN: dict[str, Plan] = {
         f'make sweep-demo SWEEP_DIR={{log_dir}}/demo ARGS="{MAKE_SHORT} norm=lrn pool=overlap seed=0"',
         note="1 of its 18 jobs, then its report",
     ),
+    "make sweep-demo-tuned": Plan(
+        f'make sweep-demo-tuned SWEEP_DIR={{log_dir}}/tuned ARGS="{MAKE_SHORT} norm=lrn pool=overlap seed=0 '
+        'hydra.sweeper.n_trials=2"',
+        note="1 configuration: 2 search trials, 1 seed at the best, then the report",
+    ),
     "python src/train.py -m experiment=relu_vs_tanh": Plan(
         f"{TRAIN} -m experiment=relu_vs_tanh activation=tanh seed=0", note="1 of its jobs"
     ),
@@ -162,6 +167,11 @@ def test_readme_command_runs(command, workspace):
         check_two_process_sweep(workspace["sweep"], workspace["log_dir"])
         # A BatchNorm job on 2 CPU processes says once that it cannot sync.
         assert (result.stdout + result.stderr).count("BatchNorm statistics cannot be synchronised on CPU") == 1
+    if command == "make sweep-demo-tuned":
+        text = (workspace["log_dir"] / "tuned" / "report.md").read_text()
+        assert "## Search: each configuration at its own best settings" in text
+        assert "| all | 2 / " in text  # one configuration (norm and pool given): 2 trials, complete or pruned
+        assert "never started" not in text  # the 1 seed job of the 1 configuration asked for
     if command.startswith("python src/report.py"):
         text = (workspace["sweep"] / "report.md").read_text()
         assert "| norm=lrn (paper) | 1 |" in text and "| norm=batchnorm | 1 |" in text  # rows name the swept axis
