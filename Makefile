@@ -42,8 +42,8 @@ sweep-demo: $(STAMP)  ## the norm × pool ablation sweep on digits (18 jobs, ~7 
 	$(PY) src/train.py -m experiment=ablation_norm_pool hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
 	  status=$$?; $(PY) src/report.py $(SWEEP_DIR) && exit $$status
 
-sweep-demo-tuned: $(STAMP)  ## the same ablation, fair: each configuration tuned (3 trials), then 2 seeds at its best; the report
-	$(PY) src/train.py -m experiment=ablation_norm_pool hparams_search=per_config seed=0,1 \
+sweep-demo-tuned: $(STAMP)  ## the same ablation, fair: each configuration tuned (3 trials), then 2 seeds at its best (~11 min on 2 cores); the report
+	$(PY) src/train.py -m experiment=ablation_norm_pool hparams_search=per_config seed=0,1 hydra.sweeper.n_jobs=2 \
 	  'hydra.sweeper.trial_overrides=["trainer.max_epochs=4"]' hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
 	  status=$$?; $(PY) src/report.py $(SWEEP_DIR) && exit $$status
 

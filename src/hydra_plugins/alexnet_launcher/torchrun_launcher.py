@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from alexnet.rundir import RunDir, results_record
 
 log = logging.getLogger(__name__)
+_COMPOSING = threading.Lock()  # a sweeper may launch from several threads (TunedSweeper's n_jobs)
 
 
 class JobFailed(RuntimeError):
@@ -73,8 +75,9 @@ class TorchrunLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        with _COMPOSING:
+            setup_globals()
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         script = os.path.abspath(sys.argv[0])
@@ -82,18 +85,20 @@ class TorchrunLauncher(Launcher):
 
         returns: list[JobReturn] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = str(idx)
-                sweep_config.hydra.job.num = idx
-            job_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
-            nproc = processes_per_job(
-                OmegaConf.to_object(sweep_config.trainer.devices)
-                if OmegaConf.is_config(sweep_config.trainer.devices)
-                else sweep_config.trainer.devices
-            )
-            log.info(f"\t#{idx} ({nproc} process{'es' if nproc > 1 else ''}): {' '.join(filter_overrides(overrides))}")
-            save_job_config(sweep_config, overrides, job_dir)
+            with _COMPOSING:
+                sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+                with open_dict(sweep_config):
+                    sweep_config.hydra.job.id = str(idx)
+                    sweep_config.hydra.job.num = idx
+                job_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
+                nproc = processes_per_job(
+                    OmegaConf.to_object(sweep_config.trainer.devices)
+                    if OmegaConf.is_config(sweep_config.trainer.devices)
+                    else sweep_config.trainer.devices
+                )
+                processes = f"{nproc} process{'es' if nproc > 1 else ''}"
+                log.info(f"\t#{idx} ({processes}): {' '.join(filter_overrides(overrides))}")
+                save_job_config(sweep_config, overrides, job_dir)
             extra = [f"hydra.job.num={idx}"]
             if sweep_config.logger.get("wandb") is not None:
                 extra.append(f"logger.wandb.group={sweep_group(sweep_dir)}")
@@ -104,7 +109,8 @@ class TorchrunLauncher(Launcher):
                 log.error(f"\t#{idx} failed with exit code {code}; see {job_dir}")
                 if self.stop_on_failure:
                     break
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        with _COMPOSING:
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
 
 

@@ -24,8 +24,10 @@ search stops. Optuna is imported only when a sweep starts (Hydra imports plugins
 
 import itertools
 import logging
+import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,9 @@ class TunedSweeper(Sweeper):
         trial_overrides: overrides for search trials only, e.g. ``[trainer.max_epochs=4]``: a
             shorter budget per trial than the seeds get.
         seeds: seeds of the second stage; null: the sweep's ``seed`` axis (or the config's seed).
+        n_jobs: jobs at once: configurations searched side by side, then seed runs side by side,
+            each job's processes on cores ÷ n_jobs threads (``OMP_NUM_THREADS``, unless set). Most of
+            a small job is a process starting, on one core: 2 on 2 cores overlap those.
         params: axes to sweep, as ``hydra.sweeper.params`` of Hydra's basic sweeper (experiments
             set them there).
     """
@@ -80,6 +85,7 @@ class TunedSweeper(Sweeper):
         search_space: DictConfig | None = None,
         trial_overrides: Sequence[str] = (),
         seeds: Sequence[int] | None = None,
+        n_jobs: int = 1,
         params: DictConfig | None = None,
     ) -> None:
         if metric != "val/err1":
@@ -91,6 +97,9 @@ class TunedSweeper(Sweeper):
         self.search_space = OmegaConf.to_container(search_space) if search_space else {}
         self.trial_overrides = list(trial_overrides)
         self.seeds = list(seeds) if seeds is not None else None
+        if not (isinstance(n_jobs, int) and n_jobs >= 1):
+            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs!r}: a positive integer")
+        self.n_jobs = n_jobs
         self.params = OmegaConf.to_container(params) if params else {}
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -113,8 +122,9 @@ class TunedSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         fixed, axes, seeds = self._split(arguments)
         configurations = [list(c) for c in itertools.product(*axes)] or [[]]
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep_dir / JOURNAL)))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if self.n_jobs > 1:
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // self.n_jobs)))
         log.info(
             "Tuning %d configuration(s), %d trials each, then seeds %s at each one's best; studies in %s",
             len(configurations),
@@ -122,7 +132,9 @@ class TunedSweeper(Sweeper):
             seeds,
             sweep_dir / JOURNAL,
         )
-        best = [self._search(optuna, storage, index, c, fixed) for index, c in enumerate(configurations)]
+        with ThreadPoolExecutor(self.n_jobs) as pool:  # each study asks its trials one after another
+            searches = pool.map(lambda i: self._search(optuna, i, configurations[i], fixed), range(len(configurations)))
+            best = list(searches)
         return self._seeds(sweep_dir, configurations, best, fixed, seeds)
 
     def _split(self, arguments: list[str]) -> tuple[list[str], list[list[str]], list[int]]:
@@ -147,13 +159,15 @@ class TunedSweeper(Sweeper):
         fixed.pop("seed", None)
         return list(fixed.values()), list(axes.values()), seeds
 
-    def _search(self, optuna, storage, index: int, configuration: list[str], fixed: list[str]) -> dict | None:
+    def _search(self, optuna, index: int, configuration: list[str], fixed: list[str]) -> dict | None:
         """Run what is left of one configuration's study; return its best settings (None: no trial
         finished). A failed trial (e.g. diverged) does not count towards ``n_trials``; after
         ``n_trials`` failures the configuration's search stops."""
         from alexnet.training.tuning import PRUNER, make_pruner
 
         name = study_name(configuration)
+        journal = Path(str(self.config.hydra.sweep.dir)) / JOURNAL
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
         pruner = {"kind": self.pruner, "n_startup_trials": self.n_startup_trials, "n_warmup_steps": self.n_warmup_steps}
         study = optuna.create_study(
             study_name=name,
@@ -230,7 +244,7 @@ class TunedSweeper(Sweeper):
             for seed in seeds
         ]
         searched = [settings is not None for settings in best for _ in seeds]
-        returns = []
+        todo = []
         for number, overrides in enumerate(jobs):
             if not searched[number]:
                 continue  # its search found no settings: the report lists the job as never started
@@ -240,5 +254,7 @@ class TunedSweeper(Sweeper):
                 continue  # a continued sweep: this job already ran at these settings
             if job.path.is_dir():  # unfinished, or run at settings a continued search has since improved on
                 log.info("Job %d is run again; the previous one is moved aside to %s", number, job.move_aside())
-            returns.extend(self.launcher.launch([overrides], initial_job_idx=number))
-        return returns
+            todo.append((number, overrides))
+        with ThreadPoolExecutor(self.n_jobs) as pool:
+            launched = pool.map(lambda job: self.launcher.launch([job[1]], initial_job_idx=job[0]), todo)
+            return [ret for rets in launched for ret in rets]
