@@ -156,7 +156,6 @@ def exchange_report(net: AlexNet, batch_size: int, input_size: int, replicas: in
     total = sum(r.forward_bytes + r.backward_bytes for r in rows)
     lines.append(f"  total {total / mb:.3f} MB per step (gloo has no reduce-scatter: it sends the backward part twice)")
     params = sum(p.numel() * p.element_size() for p in net.parameters())
-    ring = lambda n: 2 * (n - 1) / n  # noqa: E731 - a ring all-reduce moves 2(n-1)/n of the buffer per process
     if replicas > 1:
         lines.append(
             f"  gradient all-reduce over {replicas} replicas: {ring(replicas) * params / net.columns / mb:.3f} MB per "
@@ -167,6 +166,11 @@ def exchange_report(net: AlexNet, batch_size: int, input_size: int, replicas: in
         f"{ring(net.columns) * params / mb:.1f} MB per process per step ({params / mb:.1f} MB of gradients)"
     )
     return "\n".join(lines)
+
+
+def ring(processes: int) -> float:
+    """The share of a buffer each process sends in a ring all-reduce: 2(n - 1)/n."""
+    return 2 * (processes - 1) / processes
 
 
 class _Gather(torch.autograd.Function):

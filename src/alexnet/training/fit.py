@@ -115,9 +115,10 @@ def train(cfg: DictConfig) -> float | None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         # Loads the best weights into system; every rank, since the per-class counts sync.
         evaluation = evaluate(trainer, system, datamodule, "test", ckpt_path=best or None, verbose=True)
-        net = system.net
-        if isinstance(trainer.strategy, ColumnParallelStrategy):  # the pictures need all of the network
-            net = trainer.strategy.whole_network(build(cfg.model, "model"))
+        if cfg.visuals.enabled and not trainer.interrupted:
+            net = system.net
+            if isinstance(trainer.strategy, ColumnParallelStrategy):  # every rank: the pictures need all columns
+                net = trainer.strategy.whole_network(build(cfg.model, "model"))
         if cfg.visuals.enabled and trainer.is_global_zero and not trainer.interrupted:
             net = net.to(trainer.strategy.root_device)  # the trainer's teardown moved it to the CPU
             extra["visuals"] = visualize_from_config(cfg, net, datamodule, evaluation, run.visuals, loggers)
