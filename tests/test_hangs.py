@@ -62,7 +62,10 @@ def test_ranks_in_mismatched_collectives_fail_at_the_timeout_each_with_its_stack
         assert "planted.py" in log and "Traceback" in log
     results = json.loads((tmp_path / marker / "results.json").read_text())
     assert results["status"] == "failed" and results["error"].startswith("collective all_")
-    assert "(on_train_batch_start)" in results["error"] and "Timed out" in results["error"]
+    assert "(on_train_batch_start)" in results["error"]
+    # The first rank to wait 20 s times out; the other may see its peer gone first (the one written last
+    # to results.json then says "remote worker crashing"), so the timeout is looked for in the log.
+    assert "Timed out" in log
     time.sleep(1)
     assert not leftovers(marker)
 
