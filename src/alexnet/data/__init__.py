@@ -1,15 +1,22 @@
-"""Data modules: the embedded digits set, CIFAR-10/100, ImageNet (ILSVRC-2012)."""
+"""Data modules: the embedded digits set, CIFAR-10/100, ImageNet (ILSVRC-2012).
 
-from alexnet.data.base import DataError, ImageClassificationDataModule, per_device_batch_size
-from alexnet.data.cifar import CIFARDataModule
-from alexnet.data.digits import DigitsDataModule
-from alexnet.data.imagenet import ImageNetDataModule
+Imported on first use (PEP 562), so that a process that needs only a light part (the ImageNet
+shard writer's worker processes, say) does not import Lightning."""
 
-__all__ = [
-    "CIFARDataModule",
-    "DataError",
-    "DigitsDataModule",
-    "ImageClassificationDataModule",
-    "ImageNetDataModule",
-    "per_device_batch_size",
-]
+from importlib import import_module
+
+_WHERE = {
+    "CIFARDataModule": "alexnet.data.cifar",
+    "DataError": "alexnet.data.base",
+    "DigitsDataModule": "alexnet.data.digits",
+    "ImageClassificationDataModule": "alexnet.data.base",
+    "ImageNetDataModule": "alexnet.data.imagenet.datamodule",
+    "per_device_batch_size": "alexnet.data.base",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'alexnet.data' has no attribute {name!r}")
