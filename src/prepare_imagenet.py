@@ -1,14 +1,18 @@
-"""Prepare ILSVRC-2012 for training: python src/prepare_imagenet.py --archives DIR --root DIR
+"""Prepare ILSVRC-2012 for training: python src/prepare_imagenet.py --archives DIR --root DIR [--format shards]
 
 Streams the official archives into <root>/train/<wnid>/, <root>/val/<wnid>/ and classes.tsv,
-resumes where an interrupted run stopped, and checks the counts. See alexnet/data/imagenet/prepare.py.
+resumes where an interrupted run stopped, and checks the counts (alexnet/data/imagenet/prepare.py).
+With --format shards it then writes the paper's representation (§2: every image's central square
+at 256×256, JPEG-encoded once) into litdata shards at <root>/shards, in parallel and resumably
+(alexnet/data/imagenet/shards.py); train on them with data.format=shards.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from alexnet.data.imagenet.prepare import OFFICIAL, prepare
+from alexnet.data.imagenet.prepare import DEVKIT, OFFICIAL, TRAIN_TAR, VAL_TAR, prepare
+from alexnet.data.imagenet.shards import QUALITY, SIDE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     subset = parser.add_mutually_exclusive_group()
     subset.add_argument("--classes", help="comma-separated wnids to prepare (a subset)")
     subset.add_argument("--num-classes", type=int, help="prepare the first N classes in wnid order (a subset)")
+    parser.add_argument(
+        "--format", choices=("folder", "shards"), default="folder", help="shards: also write litdata shards (§2)"
+    )
+    parser.add_argument("--shards", type=Path, help="where to write the shards (default: <root>/shards)")
+    parser.add_argument("--side", type=int, default=SIDE, help=f"the stored square's side (default {SIDE})")
+    parser.add_argument("--quality", type=int, default=QUALITY, help=f"JPEG quality of the squares (default {QUALITY})")
+    parser.add_argument("--workers", type=int, help="processes writing shards (default: every usable core)")
     args = parser.parse_args(argv)
+    if not 1 <= args.quality <= 100 or args.side < 1:
+        print(f"error: --quality must be 1-100 and --side positive; got {args.quality}, {args.side}", file=sys.stderr)
+        return 2
     try:
         result = prepare(args.archives, args.root, args.classes.split(",") if args.classes else None, args.num_classes)
     except (FileNotFoundError, ValueError) as err:
@@ -40,10 +54,22 @@ def main(argv: list[str] | None = None) -> int:
             "your archives differ",
             file=sys.stderr,
         )
-    print(
-        f"train with: python src/train.py model=paper data=imagenet data.root={args.root}"
-        + (f" data.num_classes={result.classes}" if result.classes != OFFICIAL["classes"] else "")
+    command = f"python src/train.py model=paper data=imagenet data.root={args.root}" + (
+        f" data.num_classes={result.classes}" if result.classes != OFFICIAL["classes"] else ""
     )
+    if args.format == "shards":
+        from alexnet.data.base import usable_cores
+        from alexnet.data.imagenet.shards import write_shards
+
+        shards = args.shards or args.root / "shards"
+        archives = [args.archives / name for name in (TRAIN_TAR, VAL_TAR, DEVKIT)]
+        written = write_shards(
+            args.root, shards, args.side, args.quality, args.workers or usable_cores(), archives=archives
+        )
+        print(written.summary())
+        command += " data.format=shards" + (f" data.shards={shards}" if args.shards else "")
+        command += f" data.resize={args.side}" if args.side != SIDE else ""
+    print(f"train with: {command}")
     return 0
 
 

@@ -456,3 +456,34 @@ def test_a_run_trains_with_device_decoding(tmp_path, smoke_overrides):
     )
     train(cfg)
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "finished"
+
+
+def test_device_decoding_is_torchcodecs_and_falls_back_to_the_cpu_where_it_cannot(tmp_path, monkeypatch, caplog):
+    import torchcodec.decoders
+
+    from alexnet.data.imagenet import decoding
+
+    photos = [torch.frombuffer(bytearray(jpeg_bytes(p)), dtype=torch.uint8) for p in photo_tiles(3, (48, 64))]
+    expected = [torch.from_numpy(simplejpeg_rgb(p)).permute(2, 0, 1) for p in photos]
+    calls = []
+    real = torchcodec.decoders.decode_jpeg
+    monkeypatch.setattr(torchcodec.decoders, "decode_jpeg", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(decoding, "_fallback_reason", None)
+    decoded = decoding.decode_jpegs(photos, torch.device("cpu"))
+    assert calls == [{"mode": "RGB", "device": torch.device("cpu")}]  # one batched TorchCodec call
+    assert all((a.int() - b.int()).abs().max() <= 1 for a, b in zip(decoded, expected))
+
+    def no_nvjpeg(*args, **kwargs):
+        raise RuntimeError("nvJPEG is not available")
+
+    monkeypatch.setattr(torchcodec.decoders, "decode_jpeg", no_nvjpeg)
+    with caplog.at_level("WARNING"):
+        fallback = decoding.decode_jpegs(photos, torch.device("cpu"))
+    assert "decoding them on the CPU" in caplog.text and "nvJPEG is not available" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(fallback, expected))
+
+
+def simplejpeg_rgb(data: torch.Tensor) -> np.ndarray:
+    import simplejpeg
+
+    return simplejpeg.decode_jpeg(data.numpy().tobytes(), "RGB")

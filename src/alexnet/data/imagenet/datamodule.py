@@ -1,8 +1,10 @@
 """ILSVRC-2012 in the ImageFolder layout, with the paper's augmentation and its 10-patch test.
 
-Layout (what ``src/prepare_imagenet.py`` makes from the official archives)::
+Two formats (``data.format``), both made by ``src/prepare_imagenet.py`` from the official archives:
 
-    <root>/train/<wnid>/*.JPEG   <root>/val/<wnid>/*.JPEG   <root>/classes.tsv
+- ``folder``: ``<root>/train/<wnid>/*.JPEG``, ``<root>/val/<wnid>/*.JPEG``, ``<root>/classes.tsv``;
+- ``shards``: the paper's 256×256 squares, JPEG-encoded once, in litdata shards at ``data.shards``
+  (a folder, or object storage), read by :mod:`.shards`.
 
 ``classes.tsv`` holds ``index, wnid, name`` per class; the index is the position of the wnid in
 sorted order, as torchvision's ImageFolder numbers them, so torchvision's weights line up.
@@ -22,14 +24,23 @@ from pathlib import Path
 import torch
 from torchvision.transforms import v2
 
-from alexnet.data.base import ClassificationDataModule, DataError, default_workers
+from alexnet.data.base import ClassificationDataModule, DataError, data_shard, default_workers
 from alexnet.data.imagenet.decoding import decode_on_device
 from alexnet.data.imagenet.folder import ImageFolderDataset, list_samples, read_classes
 from alexnet.data.imagenet.scan import find_bad_images_cached
-from alexnet.data.imagenet.transforms import ten_crop, to_normalised_floats
+from alexnet.data.imagenet.shards import (
+    EvalShards,
+    is_remote,
+    read_prepared,
+    read_shard_classes,
+    shard_loader,
+    train_shards,
+)
+from alexnet.data.imagenet.transforms import mix, ten_crop, to_normalised_floats
 
 RECIPES = ("paper", "torchvision")
 TTAS = ("center", "tencrop")
+FORMATS = ("folder", "shards")
 
 
 class ImageNetDataModule(ClassificationDataModule):
@@ -49,8 +60,12 @@ class ImageNetDataModule(ClassificationDataModule):
         scan: look for bad files before training (headers and JPEG end markers; cached per split,
             until any file's path, size or modification time changes).
         decode: "loader": the loader's workers decode (simplejpeg on the CPU); "device": they only
-            read the files, and the trainer's device decodes each batch (``torchvision.io.decode_jpeg``:
-            nvJPEG on a GPU), for when the CPU cores cannot keep up with the GPU.
+            read the files, and the trainer's device decodes each batch (TorchCodec's ``decode_jpeg``:
+            nvJPEG on a GPU; on the CPU where it cannot), for when the CPU cores cannot keep up.
+        format: "folder" (the file tree at ``root``) or "shards" (the prepared squares at ``shards``).
+        shards: where the shards are: a folder, or ``s3://…``, ``gs://…`` (read through litdata,
+            cached in ``cache_dir``; litdata's default cache when None).
+        seed: the training order and crops on shards (the run's seed).
     """
 
     def __init__(
@@ -68,6 +83,10 @@ class ImageNetDataModule(ClassificationDataModule):
         scan: bool = True,
         pin_memory: bool = True,
         decode: str = "loader",
+        format: str = "folder",
+        shards: str | None = None,
+        cache_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
         if recipe not in RECIPES or eval_tta not in TTAS or bad_images not in ("error", "skip"):
             raise ValueError(
@@ -76,6 +95,13 @@ class ImageNetDataModule(ClassificationDataModule):
             )
         if decode not in ("loader", "device"):
             raise ValueError(f"data.decode={decode!r}; choose 'loader' (CPU workers) or 'device' (the GPU)")
+        if format not in FORMATS:
+            raise ValueError(f"data.format={format!r}; choose 'folder' (the file tree) or 'shards' (prepared shards)")
+        if format == "shards" and recipe != "paper":
+            raise ValueError(
+                "data.format=shards stores the paper's central squares, which data.recipe=torchvision's random "
+                "resized crops cannot use; use data.recipe=paper, or data.format=folder"
+            )
         if image_size > resize:
             raise ValueError(
                 f"data.image_size={image_size} is larger than data.resize={resize}: crops come out of the resized image"
@@ -84,9 +110,12 @@ class ImageNetDataModule(ClassificationDataModule):
         self.root, self.image_size, self.recipe, self.eval_tta = Path(root), image_size, recipe, eval_tta
         self.pca_std, self.resize, self.bad_images, self.scan = pca_std, resize, bad_images, scan
         self.skipped: list[tuple[str, str]] = []
-        self.decode = decode
+        self.decode, self.format, self.seed, self.cache_dir = decode, format, seed, cache_dir
+        self.shards = str(shards) if shards else str(self.root / "shards")
 
     def build(self) -> None:
+        if self.format == "shards":
+            return self._build_shards()
         classes = read_classes(self.root)
         self.wnids = [wnid for wnid, _ in classes]
         self.class_names = [name for _, name in classes]
@@ -100,7 +129,68 @@ class ImageNetDataModule(ClassificationDataModule):
         self.val_set = ImageFolderDataset(val, self.resize, eval_tf, square, encoded)
         self.test_set = self.val_set
 
-    def evaluation_set(self, split: str) -> ImageFolderDataset:
+    def _build_shards(self) -> None:
+        classes = read_shard_classes(self.root, self.shards)
+        self.wnids = [wnid for wnid, _ in classes]
+        self.class_names = [name for _, name in classes]
+        prepared = read_prepared(self.shards)
+        if prepared is not None and prepared["side"] != self.resize:
+            raise DataError(
+                f"the shards in {self.shards} hold {prepared['side']}×{prepared['side']} squares but "
+                f"data.resize={self.resize}; set data.resize={prepared['side']}, or prepare them again with --side"
+            )
+        if prepared is not None:
+            self.skipped += [tuple(s) for split in prepared["splits"].values() for s in split["skipped"]]
+        for split in ("train", "val"):
+            if not self._shard_split_exists(split):
+                raise DataError(
+                    f"no shards at {self.shards}/{split} (index.json missing); write them with `python "
+                    f"src/prepare_imagenet.py --archives <folder> --root {self.root} --format shards`, "
+                    "or set data.shards"
+                )
+        train_tf, eval_tf = self.transforms()
+        encoded = self.decode == "device"
+        self.train_set = train_shards(
+            f"{self.shards}/train",
+            self.image_size,
+            self.seed,
+            data_shard(self.trainer),
+            encoded,
+            train_tf,
+            self._cache("train"),
+        )
+        self.val_set = EvalShards(f"{self.shards}/val", eval_tf, encoded, self._cache("val"))
+        self.test_set = self.val_set
+
+    def _cache(self, split: str) -> str | None:
+        """A cache folder per split (litdata names every dataset's chunks alike)."""
+        return f"{self.cache_dir}/{split}" if self.cache_dir else None
+
+    def _shard_split_exists(self, split: str) -> bool:
+        return is_remote(self.shards) or (Path(self.shards) / split / "index.json").is_file()
+
+    def train_dataloader(self):
+        if self.format != "shards":
+            return super().train_dataloader()
+        trainer = self.trainer
+        return shard_loader(
+            self.train_set,
+            self.batch_size_per_device,
+            self.num_workers,
+            epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
+            progress=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+            if trainer is not None
+            else (lambda: 0),
+            collate_fn=EvalShards.collate if self.decode == "device" else None,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+        )
+
+    def evaluation_set(self, split: str):
+        if self.format == "shards":
+            center = self.transforms(tta="center")[1]
+            if split == "train":
+                return EvalShards(f"{self.shards}/train", center, cache_dir=self._cache("train-eval"))
+            return self.val_set.with_transform(center)
         dataset = getattr(self, f"{split}_set")
         return ImageFolderDataset(dataset.samples, self.resize, self.transforms(tta="center")[1], dataset.square)
 
@@ -124,14 +214,20 @@ class ImageNetDataModule(ClassificationDataModule):
             return batch
         dataset = self.train_set if self.trainer.training else self.val_set
         device = self.trainer.strategy.root_device
-        return decode_on_device(images, device, dataset.shorter_side, dataset.square, dataset.transform), labels
+        transform = getattr(dataset, "transform_on_device", None) or dataset.transform
+        return decode_on_device(images, device, dataset.shorter_side, dataset.square, transform), labels
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         """uint8 batch (``B×3×H×W``, or ``B×10×3×H×W`` for 10 patches) -> normalised floats, on the device;
-        PCA colour noise while training."""
+        PCA colour noise while training, drawn from a generator seeded by (seed, step, data shard), not
+        from the global one: a resumed run draws a step's noise before its generators are restored."""
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return to_normalised_floats(images, self.pca_std if training else 0.0), labels
+        generator = None
+        if training and self.pca_std > 0:
+            generator = torch.Generator(device=images.device)
+            generator.manual_seed(mix(self.seed, self.trainer.global_step, data_shard(self.trainer)[0]) >> 1)
+        return to_normalised_floats(images, self.pca_std if training else 0.0, generator), labels
 
     def report(self) -> dict:
         """What ``results.json`` records about the data: the files left out."""

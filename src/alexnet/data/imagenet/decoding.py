@@ -1,21 +1,26 @@
 """Decoding image files to uint8 RGB tensors: on the CPU (libjpeg-turbo through simplejpeg, PIL for
-the rest) or, for a batch, on the trainer's device (``torchvision.io.decode_jpeg``: nvJPEG on a GPU).
+the rest) or, for a batch, on the trainer's device (TorchCodec's ``decode_jpeg``: nvJPEG on a GPU;
+torchvision 0.29 deprecates its own ``decode_jpeg`` in its favour), on the CPU where it cannot.
 
 Both fit an image the paper's way (§2): its shorter side resized, or its central square, in one
 resampling.
 """
 
 import io
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import simplejpeg
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
+
+log = logging.getLogger(__name__)
 
 
 def decode(path: Path, shorter_side: int | None = None, square: bool = False) -> torch.Tensor:
@@ -74,8 +79,8 @@ def _decode_jpeg(data: bytes, shorter_side: int | None) -> torch.Tensor | None:
 
 
 def device_decodable(data: bytes) -> bool:
-    """A baseline or progressive JPEG in YCbCr or grey, which ``torchvision.io.decode_jpeg`` decodes
-    on a GPU (nvJPEG) as on a CPU; CMYK and YCCK JPEGs and other formats are decoded by the loader."""
+    """A baseline or progressive JPEG in YCbCr or grey, which TorchCodec decodes on a GPU (nvJPEG) as
+    on a CPU; CMYK and YCCK JPEGs and other formats are decoded by the loader."""
     if not simplejpeg.is_jpeg(data):
         return False
     try:
@@ -96,9 +101,45 @@ def decode_on_device(
     encoded = [i for i, image in enumerate(images) if image.ndim == 1]
     decoded = {}
     if encoded:  # a batch of CMYK/PNG files alone has nothing to decode here
-        decoded = dict(zip(encoded, decode_jpeg([images[i] for i in encoded], mode=ImageReadMode.RGB, device=device)))
+        decoded = dict(zip(encoded, decode_jpegs([images[i] for i in encoded], device)))
     out = [
         transform(fit(decoded[i], shorter_side, square) if i in decoded else image.to(device))
         for i, image in enumerate(images)
     ]
     return torch.stack(out)
+
+
+_fallback_reason: str | None = None
+
+
+def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """JPEGs (1-D uint8 tensors) -> uint8 RGB ``3×H×W`` on ``device``: one batched TorchCodec call
+    (nvJPEG on a GPU). Where TorchCodec cannot (not installed, no nvJPEG, a build that does not match
+    torch), the CPU decodes them (simplejpeg) and the batch is copied to ``device``; said once."""
+    global _fallback_reason
+    if _fallback_reason is None:
+        try:
+            from torchcodec.decoders import decode_jpeg
+
+            return decode_jpeg(data, mode="RGB", device=device)
+        except (ImportError, OSError, RuntimeError) as err:
+            _fallback_reason = f"{type(err).__name__}: {err}"
+            log.warning("TorchCodec cannot decode JPEGs on %s (%s); decoding them on the CPU", device, _fallback_reason)
+    return [_decode_jpeg(t.numpy().tobytes(), None).to(device) for t in data]
+
+
+def encode_square(sample: tuple[Path, int, str], side: int, quality: int) -> dict[str, Any] | None:
+    """One image file -> ``{"image", "label", "name"}``, the image being its central square at
+    ``side``×``side``, JPEG-encoded once (§2, the shard writer's work); None for a file that cannot
+    be decoded. (Here, not in :mod:`.shards`: the writer's worker processes import only this.)"""
+    path, label, name = sample
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)  # a forked worker: one thread each (as DataLoader workers), no OpenMP pool
+    try:
+        image = decode(path, side, square=True)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    # 4:4:4: no chroma subsampling, so the colour the PCA noise perturbs is kept at full resolution
+    data = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="444")
+    return {"image": data, "label": label, "name": name}

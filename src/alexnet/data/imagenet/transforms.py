@@ -24,19 +24,22 @@ def lighting(images: torch.Tensor, std: float, alphas: torch.Tensor | None = Non
     return images + pca_shift(images.shape[0], std, images.device, alphas)[:, :, None, None]
 
 
-def to_normalised_floats(images: torch.Tensor, pca_std: float = 0.0) -> torch.Tensor:
-    """uint8 batch -> floats in [0, 1], PCA colour noise (when ``pca_std`` > 0, single crops only),
-    then per-channel normalisation: the work done once per batch, on the device.
+def to_normalised_floats(
+    images: torch.Tensor, pca_std: float = 0.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 batch -> floats in [0, 1], PCA colour noise (when ``pca_std`` > 0, single crops only;
+    drawn from ``generator`` if given), then per-channel normalisation: the work done once per
+    batch, on the device.
 
     All of it is one per-channel affine map, ``x * 1/(255 std) + (noise - mean)/std``, applied in
     one fused pass over the converted batch."""
     device = images.device
     mean, std = torch.tensor(IMAGENET_MEAN, device=device), torch.tensor(IMAGENET_STD, device=device)
-    shift = (
-        pca_shift(images.shape[0], pca_std, device)
-        if pca_std > 0 and images.ndim == 4
-        else torch.zeros(3, device=device)
-    )
+    if pca_std > 0 and images.ndim == 4:
+        alphas = torch.randn(images.shape[0], 3, device=device, generator=generator) * pca_std
+        shift = pca_shift(images.shape[0], pca_std, device, alphas)
+    else:
+        shift = torch.zeros(3, device=device)
     offset = ((shift - mean) / std)[..., None, None]  # B×3×1×1, or 3×1×1
     return torch.addcmul(offset, images.float(), (1 / (255 * std))[:, None, None])
 
@@ -45,3 +48,17 @@ def ten_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     """The paper's 10 test patches of a ``3×H×W`` image: 4 corners + centre, then their mirror images."""
     patches = TF.five_crop(image, [size, size])
     return torch.stack([*patches, *(TF.horizontal_flip(p) for p in patches)])
+
+
+MASK = (1 << 64) - 1
+
+
+def mix(*values: int) -> int:
+    """A 64-bit hash of integers (SplitMix64's finaliser, chained): the same in every process, so
+    that what it seeds (a crop, a step's colour noise) does not depend on a process's generator."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v & MASK)) * 0xBF58476D1CE4E5B9 & MASK
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & MASK
+        h ^= h >> 29
+    return h
