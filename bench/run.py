@@ -1,6 +1,6 @@
 """make bench: every benchmark against its baseline, in one process; a table and outputs/bench/latest.json.
 
-python -m bench.run [--only lrn|loaders|jpeg|overhead|memory ...] [--out outputs/bench/latest.json]
+python -m bench.run [--only lrn|loaders|jpeg|shards|overhead|memory ...] [--out outputs/bench/latest.json]
 """
 
 import argparse
@@ -9,10 +9,17 @@ from pathlib import Path
 
 import torch
 
-from bench import jpeg, loaders, lrn, memory, overhead
+from bench import jpeg, loaders, lrn, memory, overhead, shards
 from bench.harness import report
 
-BENCHMARKS = {"lrn": lrn.run, "loaders": loaders.run, "jpeg": jpeg.run, "overhead": overhead.run, "memory": memory.run}
+BENCHMARKS = {
+    "lrn": lrn.run,
+    "loaders": loaders.run,
+    "jpeg": jpeg.run,
+    "shards": shards.run,
+    "overhead": overhead.run,
+    "memory": memory.run,
+}
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from alexnet.data import DataError, ImageNetDataModule
-from alexnet.data.imagenet.shards import crop_and_flip, read_prepared, shard_loader, train_shards
+from alexnet.data.imagenet.shards import collate_crops, crop_and_flip, read_prepared, shard_loader, train_shards
 from conftest import ROOT, run_script
 from test_faults import TESTS_ON_PATH, assert_same_run, ddp_stage, finish, results, train_cli
 from test_imagenet import WNIDS, add_to_tar, bad_files, jpeg_bytes, photo_tiles, prepare_script, write_archives
@@ -171,9 +171,15 @@ def test_a_loader_told_of_trained_batches_skips_exactly_those(prepared):
     root, _ = prepared
     for workers in (0, 2):
         dataset = train_shards(str(root / "shards" / "train"), 32, 0, (0, 1))
-        whole = [torch.cat([x.flatten(), y]) for x, y in shard_loader(dataset, 4, workers, lambda: 3, lambda: 0)]
+        whole = [
+            torch.cat([x.flatten(), y])
+            for x, y in shard_loader(dataset, 4, workers, lambda: 3, lambda: 0, collate_crops)
+        ]
         dataset = train_shards(str(root / "shards" / "train"), 32, 0, (0, 1))
-        rest = [torch.cat([x.flatten(), y]) for x, y in shard_loader(dataset, 4, workers, lambda: 3, lambda: 5)]
+        rest = [
+            torch.cat([x.flatten(), y])
+            for x, y in shard_loader(dataset, 4, workers, lambda: 3, lambda: 5, collate_crops)
+        ]
         assert len(rest) == len(whole) - 5 and all(torch.equal(a, b) for a, b in zip(rest, whole[5:])), workers
 
 

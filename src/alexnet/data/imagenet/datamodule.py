@@ -30,6 +30,7 @@ from alexnet.data.imagenet.folder import ImageFolderDataset, list_samples, read_
 from alexnet.data.imagenet.scan import find_bad_images_cached
 from alexnet.data.imagenet.shards import (
     EvalShards,
+    collate_crops,
     is_remote,
     read_prepared,
     read_shard_classes,
@@ -181,7 +182,7 @@ class ImageNetDataModule(ClassificationDataModule):
             progress=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed)
             if trainer is not None
             else (lambda: 0),
-            collate_fn=EvalShards.collate if self.decode == "device" else None,
+            collate_fn=EvalShards.collate if self.decode == "device" else collate_crops,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
 

@@ -300,6 +300,14 @@ def _streaming_dataset():
     return StreamingDataset
 
 
+def collate_crops(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training crops (``size×size×3`` views) -> a uint8 ``B×3×size×size`` batch, channels-last in
+    memory: stacking whole pixel rows is one copy, about a twentieth of a stack into ``B×3×H×W``
+    (the transpose is left to the normalisation, which writes a contiguous batch anyway)."""
+    images = torch.stack([image for image, _ in batch]).permute(0, 3, 1, 2)
+    return images, torch.tensor([label for _, label in batch])
+
+
 def train_shards(
     location: str,
     size: int,
@@ -309,9 +317,9 @@ def train_shards(
     transform: Callable | None = None,
     cache_dir: str | None = None,
 ):
-    """The training split, streamed: litdata's ``StreamingDataset`` yielding ``(uint8 3×size×size,
-    label)``: a random ``size`` crop of the stored square, flipped half the time, by
-    :func:`crop_and_flip`. With ``encoded``, the stored JPEG's bytes instead, for the device to decode
+    """The training split, streamed: litdata's ``StreamingDataset`` yielding ``(uint8 size×size×3,
+    label)`` (batched by :func:`collate_crops`): a random ``size`` crop of the stored square, flipped
+    half the time, by :func:`crop_and_flip`. With ``encoded``, the stored JPEG's bytes instead, for the device to decode
     and transform (``transform``). ``shard`` is (this replica, replicas)."""
     StreamingDataset = _streaming_dataset()
 
@@ -320,11 +328,11 @@ def train_shards(
             item = super().__getitem__(index)
             if self.encoded:
                 return torch.frombuffer(bytearray(item["image"]), dtype=torch.uint8), item["label"]
-            pixels = decode_square(item["image"])
+            pixels = torch.from_numpy(decode_square(item["image"]))
             room_h, room_w = pixels.shape[0] - self.size, pixels.shape[1] - self.size
             top, left, flip = crop_and_flip(self.augment_seed, self.current_epoch, index.index, room_h, room_w)
-            patch = pixels[top : top + self.size, left : left + self.size]
-            return to_chw(patch[:, ::-1] if flip else patch), item["label"]
+            patch = pixels[top : top + self.size, left : left + self.size]  # a view: collate_crops copies it
+            return (patch.flip(1) if flip else patch), item["label"]
 
     dataset = _TrainShards(
         location_for_litdata(location, cache_dir), shuffle=True, drop_last=True, seed=seed, cache_dir=cache_dir

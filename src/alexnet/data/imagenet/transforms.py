@@ -41,7 +41,10 @@ def to_normalised_floats(
     else:
         shift = torch.zeros(3, device=device)
     offset = ((shift - mean) / std)[..., None, None]  # B×3×1×1, or 3×1×1
-    return torch.addcmul(offset, images.float(), (1 / (255 * std))[:, None, None])
+    # Straight from uint8 into a contiguous float batch: one pass, whatever the input's layout (the
+    # shard loader's batches are channels-last views); a separate .float() would be a second pass.
+    out = torch.empty(images.shape, dtype=torch.float32, device=device)
+    return torch.addcmul(offset, images, (1 / (255 * std))[:, None, None], out=out)
 
 
 def ten_crop(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""shard_loader: ImageNet training images per second on one core, from prepared shards to a
+normalised training batch, against ImageFolder + PIL + torchvision transforms on the raw JPEGs;
+the disk bytes per image of both formats; the loader's memory.
+
+``python -m bench.shards --quality`` prints the JPEG quality table of bench/README.md: bytes per
+image and pixel error of the stored square against the square before encoding, per quality.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.harness import Result
+from bench.jpeg import BATCH, images_per_second, jpeg_loaders, write_image_folder
+
+SIDE, QUALITY = 256, 90
+
+
+def write_tree(root: Path, scale: float) -> None:
+    """``bench.jpeg``'s ImageFolder tree (photos at ``scale`` × 500×375), with its class table."""
+    write_image_folder(root, scale)
+    wnids = sorted(p.name for p in (root / "train").iterdir())
+    rows = "".join(f"{i}\t{w}\t{w}\n" for i, w in enumerate(wnids))
+    (root / "classes.tsv").write_text("index\twnid\tname\n" + rows)
+
+
+def shard_loaders(root: Path):
+    """(ours: the shard loader over ``root/shards``, the batch step), one core, in this process."""
+    from alexnet.data import ImageNetDataModule
+    from alexnet.data.imagenet.transforms import to_normalised_floats
+
+    dm = ImageNetDataModule(
+        root=str(root), num_classes=4, image_size=227, batch_size=BATCH, num_workers=0, format="shards"
+    )
+    dm.setup("fit")
+    return dm.train_dataloader(), lambda batch: (to_normalised_floats(batch[0], 0.1), batch[1])
+
+
+def prepare(root: Path) -> dict:
+    from alexnet.data.imagenet.shards import read_prepared, write_shards
+
+    write_shards(root, root / "shards", SIDE, QUALITY, workers=1, log=lambda *_: None)
+    return read_prepared(root / "shards")
+
+
+def run(device: torch.device) -> list[Result]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per core, as bench.jpeg
+    try:
+        return measure()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure() -> list[Result]:
+    from bench.memory import peak_mb
+
+    results = []
+    for scale, label in ((1.0, "500×375 (ImageNet's typical size)"), (2.0, "1000×750 (ImageNet's larger photos)")):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            write_tree(root, scale)
+            prepared = prepare(root)
+            reference, _, _ = jpeg_loaders(root)
+            ours, finish = shard_loaders(root)
+            images_per_second(ours, finish)  # a first pass: the page cache and litdata's index, as in training
+            # Medians over passes (a pass of ours takes a quarter of a second: one alone is noisy).
+            baseline = statistics.median(images_per_second(reference) for _ in range(3))
+            rate = statistics.median(images_per_second(ours, finish) for _ in range(7))
+            results.append(
+                Result(
+                    f"shard_loader_{scale:g}x",
+                    baseline,
+                    rate,
+                    "img/s",
+                    ">= 4.0",
+                    f"ImageFolder + PIL + torchvision transforms on the raw JPEGs, one core, {label}",
+                    f"data.format=shards: litdata's StreamingDataLoader, the stored {SIDE}×{SIDE} JPEG (quality "
+                    f"{QUALITY}) decoded by simplejpeg, uint8 crop and flip, then the batch's noise and normalisation",
+                )
+            )
+            if scale == 1.0:
+                train = prepared["splits"]["train"]
+                results.append(
+                    Result(
+                        "shard_bytes_per_image",
+                        train["source_bytes"] / train["images"],
+                        train["bytes"] / train["images"],
+                        "B/img",
+                        None,
+                        f"the JPEG files, {label}",
+                        f"the shards: {SIDE}×{SIDE} squares at quality {QUALITY}, 4:2:0",
+                    )
+                )
+                python = sys.executable
+                measured = [
+                    peak_mb([python, "-m", "bench.shards", "--job", side, str(root)]) for side in ("folder", "shards")
+                ]
+                results.append(
+                    Result(
+                        "memory_shard_loader",
+                        *measured,
+                        "MB",
+                        None,
+                        f"the ImageFolder baseline, {BATCHES} batches",
+                        f"the shard loader, {BATCHES} batches",
+                    )
+                )
+    return results
+
+
+BATCHES = 60
+
+
+def job(side: str, root: str) -> None:
+    """One loader for ``BATCHES`` batches, in the process being measured (``bench.memory.peak_mb``)."""
+    if side == "folder":
+        loader, finish = jpeg_loaders(Path(root))[0], lambda batch: batch
+    else:
+        loader, finish = shard_loaders(Path(root))
+    done = 0
+    while done < BATCHES:
+        for batch in loader:
+            finish(batch)
+            done += 1
+            if done == BATCHES:
+                break
+
+
+def quality_table(qualities=(75, 85, 90, 95), subsamplings=("420", "444")) -> None:
+    """Bytes per image and pixel error of the stored square, per JPEG quality, over the photos of
+    ``bench.jpeg`` (500×375) fitted to 256×256 as preparation fits them."""
+    import simplejpeg
+
+    from alexnet.data.imagenet.decoding import decode
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_image_folder(Path(tmp), 1.0)
+        squares = [
+            np.ascontiguousarray(decode(p, SIDE, square=True).permute(1, 2, 0).numpy())
+            for p in sorted(Path(tmp, "train").rglob("*.JPEG"))[:120]
+        ]
+    print("| quality | chroma | kB an image | decode (ms) | PSNR (dB) | mean abs error (of 255) |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for sub in subsamplings:
+        for q in qualities:
+            encoded = [simplejpeg.encode_jpeg(s, quality=q, colorspace="RGB", colorsubsampling=sub) for s in squares]
+            start = time.perf_counter()
+            decoded = [simplejpeg.decode_jpeg(data, "RGB") for data in encoded]
+            ms = (time.perf_counter() - start) * 1000 / len(encoded)
+            err = np.stack([d.astype(np.float64) - s for d, s in zip(decoded, squares)])
+            psnr = 10 * np.log10(255**2 / np.mean(err**2))
+            kb = np.mean([len(e) for e in encoded]) / 1e3
+            print(f"| {q} | {sub} | {kb:.1f} | {ms:.2f} | {psnr:.1f} | {np.mean(np.abs(err)):.2f} |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quality", action="store_true", help="print the JPEG quality table")
+    parser.add_argument("--job", nargs=2, metavar=("SIDE", "ROOT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        job(*args.job)
+    else:
+        quality_table() if args.quality else print(run(torch.device("cpu")))
