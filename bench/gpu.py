@@ -6,7 +6,8 @@
 - the card's measured bf16 matmul rate, and model FLOP utilisation (MFU) of each setting
   (training FLOPs taken as 3 × 2 × the forward multiply-adds);
 - the fast LRN against torch's (bench/lrn.py), the tensor-resident loader's images/s, and the
-  images/s of JPEG decoding on the GPU (data.decode=device: nvJPEG through torchvision);
+  images/s of JPEG decoding on the GPU (data.decode=device: nvJPEG through TorchCodec);
+- the shard loader (data.format=shards) feeding model=paper in bf16 (bench/shards.py);
 - model.parallel=columns: what the columns exchange, and with two GPUs its training rate against
   one GPU (bench/columns.py).
 
@@ -26,7 +27,7 @@ from hydra.utils import instantiate
 from alexnet.data.tensor_loader import TensorBatchLoader
 from alexnet.models import AlexNet
 from alexnet.models.layer_table import layer_table
-from bench import columns, lrn
+from bench import columns, lrn, shards
 from bench.harness import compose_config, machine, synchronize, trainer_step_seconds
 
 
@@ -152,6 +153,8 @@ def main() -> int:
     print(f"tensor loader: {loader:,.0f} images/s")
     decoded = jpeg_decode_rate(device, 8 if args.smoke else 256, 1 if args.smoke else 10)
     print(f"JPEG decoding on the device (data.decode=device), 500×375: {decoded:,.0f} images/s")
+    fed = shards.shard_feed_rate(device, 8 if args.smoke else 512, 2 if args.smoke else 30, width)
+    print(f"model=paper fed by the shard loader (data.format=shards): {fed:,.0f} training images/s")
     split = columns.run(batch=8 if args.smoke else 128, steps=1 if args.smoke else 20)
     best_bf16 = max((v["images_per_s"] for k, v in rows.items() if k.startswith("bf16")), default=0.0)
     print(f"target: >= 20,000 bf16 training images/s on one H100: {best_bf16:,.0f}")
@@ -166,6 +169,7 @@ def main() -> int:
                 "lrn": lrn_rows,
                 "loader_images_per_s": loader,
                 "device_jpeg_images_per_s": decoded,
+                "shard_fed_training_images_per_s": fed,
                 "column_parallel": split,
             },
             indent=2,

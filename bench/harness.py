@@ -123,9 +123,12 @@ class Batches:
         return len(self.data)
 
 
-def trainer_step_seconds(system, data: list, device: torch.device, warmup: int, callbacks=(), **trainer_args) -> float:
+def trainer_step_seconds(
+    system, data, device: torch.device, warmup: int, callbacks=(), steps: int | None = None, **trainer_args
+) -> float:
     """Seconds per training step of ``system.training_step`` under a Lightning ``Trainer`` over
-    ``data`` (a list of batches on ``device``), timed from batch ``warmup`` to the last."""
+    ``data`` (a list of batches on ``device``, or a data module with ``steps``), timed from batch
+    ``warmup`` to the last."""
     import lightning as L
 
     class StepClock(L.Callback):
@@ -136,13 +139,15 @@ def trainer_step_seconds(system, data: list, device: torch.device, warmup: int, 
 
         def on_train_end(self, trainer, module) -> None:
             synchronize(device)
-            self.seconds = (time.perf_counter() - self.start) / (len(data) - warmup)
+            self.seconds = (time.perf_counter() - self.start) / (total - warmup)
+
+    total = steps if steps is not None else len(data)
 
     clock = StepClock()
     settings = {
         "accelerator": device.type,
         "devices": 1,
-        "max_steps": len(data),
+        "max_steps": total,
         "logger": False,
         "enable_checkpointing": False,
         "enable_progress_bar": False,
@@ -152,7 +157,10 @@ def trainer_step_seconds(system, data: list, device: torch.device, warmup: int, 
         **trainer_args,
     }
     trainer = L.Trainer(callbacks=[clock, *callbacks], **settings)
-    trainer.fit(system, train_dataloaders=Batches(data))
+    if isinstance(data, L.LightningDataModule):
+        trainer.fit(system, datamodule=data)
+    else:
+        trainer.fit(system, train_dataloaders=Batches(data))
     return clock.seconds
 
 

@@ -133,6 +133,61 @@ def job(side: str, root: str) -> None:
                 break
 
 
+def write_square_shards(root: Path, images: int, workers: int) -> None:
+    """``images`` 256×256 squares cut from scikit-learn's photos, as preparation stores them, in
+    shards at ``root/shards`` (train and val), with a 1000-class table: for ``shard_feed_rate``."""
+    import simplejpeg
+    from sklearn.datasets import load_sample_images
+
+    from alexnet.data.imagenet.shards import optimize_part
+
+    photos = load_sample_images().images
+    folder = root / "squares"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(min(images, 64)):  # 64 distinct files, repeated: decoding costs the same
+        photo = photos[i % 2]
+        y, x = (i * 37) % (photo.shape[0] - SIDE), (i * 53) % (photo.shape[1] - SIDE)
+        path = folder / f"{i}.JPEG"
+        path.write_bytes(simplejpeg.encode_jpeg(np.ascontiguousarray(photo[y : y + SIDE, x : x + SIDE])))
+        paths.append(path)
+    inputs = [(paths[i % len(paths)], i % 1000, f"{i}") for i in range(images)]
+    for split in ("train", "val"):
+        optimize_part(inputs, root / "shards" / split, SIDE, QUALITY, workers)
+    (root / "classes.tsv").write_text("index\twnid\tname\n" + "".join(f"{i}\tn{i:08d}\tc{i}\n" for i in range(1000)))
+
+
+def shard_feed_rate(device: torch.device, batch: int, steps: int, width: float = 1.0, warmup: int = 3) -> float:
+    """Training images/s of ``model=paper`` (bf16 + channels-last on a GPU) fed by the shard loader
+    (``data.format=shards``, its default workers), against the same network on a synthetic batch in
+    ``bench.gpu``: how far the loader keeps up with the GPU."""
+    from hydra.utils import instantiate
+
+    from alexnet.data.base import default_workers
+    from bench.harness import compose_config, trainer_step_seconds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_square_shards(root, batch * (warmup + steps + 1), default_workers())
+        cfg = compose_config(
+            [
+                "model=paper",
+                "data=imagenet",
+                f"model.width={width}",
+                f"data.root={root}",
+                "data.format=shards",
+                f"data.batch_size={batch}",
+                f"system.channels_last={device.type == 'cuda'}",
+            ]
+        )
+        torch.manual_seed(0)
+        system = instantiate(cfg.system, net=instantiate(cfg.model), scheduler=None)
+        dm = instantiate(cfg.data)
+        precision = "bf16-mixed" if device.type == "cuda" else "32-true"
+        seconds = trainer_step_seconds(system, dm, device, warmup, steps=warmup + steps, precision=precision)
+    return batch / seconds
+
+
 def quality_table(qualities=(75, 85, 90, 95), subsamplings=("420", "444")) -> None:
     """Bytes per image and pixel error of the stored square, per JPEG quality, over the photos of
     ``bench.jpeg`` (500×375) fitted to 256×256 as preparation fits them."""
