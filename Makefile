@@ -50,7 +50,7 @@ sweep-demo-tuned: $(STAMP)  ## the same ablation, fair: each configuration tuned
 report: $(STAMP)  ## summarise a sweep: make report SWEEP_DIR=outputs/multiruns/<date>/<time>
 	$(PY) src/report.py $(SWEEP_DIR)
 
-prepare-imagenet: $(STAMP)  ## ILSVRC-2012 archives -> data layout: make prepare-imagenet ARCHIVES=<dir> [ROOT=data/imagenet]
+prepare-imagenet: $(STAMP)  ## ILSVRC-2012 archives -> data layout: make prepare-imagenet ARCHIVES=<dir> [ROOT=data/imagenet] [ARGS="--format shards"]
 	$(PY) src/prepare_imagenet.py --archives $(ARCHIVES) --root $(or $(ROOT),data/imagenet) $(ARGS)
 
 eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="ckpt_path=<file> data=imagenet tta=tencrop"

@@ -254,3 +254,15 @@ def test_on_object_storage_shards_two_processes_killed_resume_exactly(prepared, 
     assert_same_run(tmp_path / "whole", tmp_path / marker)
     assert any((tmp_path / "cache").rglob("*.bin"))  # read through the cache, not in place
     assert json.loads((tmp_path / marker / "results.json").read_text())["status"] == "finished"
+
+
+def test_device_decoding_of_shards_gives_the_loaders_batches(prepared):
+    root, _ = prepared
+    loader = datamodule(root, batch_size=64)
+    device = datamodule(root, batch_size=64, decode="device")
+    expected, labels = next(iter(loader.val_dataloader()))
+    raw, raw_labels = next(iter(device.val_dataloader()))
+    assert isinstance(raw, list) and all(x.ndim == 1 for x in raw) and torch.equal(raw_labels, labels)
+    images, _ = device.on_before_batch_transfer((raw, raw_labels), 0)
+    assert images.shape == expected.shape == (12, 3, 32, 32)
+    assert (images.int() - expected.int()).abs().max() <= 1  # TorchCodec and simplejpeg: both libjpeg-turbo
