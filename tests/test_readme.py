@@ -69,6 +69,22 @@ PLAN: dict[str, Plan] = {
         note="two CPU processes (gloo), one column each; then eval.py and resume= on its checkpoints",
     ),
     "python src/summary.py model=paper": Plan("{python} src/summary.py model=paper"),
+    "python src/prepare_imagenet.py --archives ~/Downloads/ilsvrc --root data/imagenet --format shards": Plan(
+        skip="needs the ILSVRC-2012 archives; tests/test_shards.py runs this script with --format shards on "
+        "generated archives in their layout"
+    ),
+    "python src/train.py experiment=paper_imagenet data.format=shards trainer.devices=8": Plan(
+        skip="needs ImageNet and 8 GPUs; tests/test_shards.py trains data.format=shards on generated shards"
+    ),
+    "python src/eval.py ckpt_path=<best>.ckpt data=imagenet data.format=shards tta=tencrop": Plan(
+        skip="needs an ImageNet checkpoint; tests/test_shards.py runs eval.py tta=tencrop on generated shards"
+    ),
+    "srun python src/train.py experiment=paper_imagenet data.format=shards data.shards=s3://bucket/imagenet/shards "
+    "data.cache_dir=/local/scratch/alexnet-cache data.num_workers=10 trainer.devices=8 trainer.num_nodes=4 "
+    "hydra.run.dir=outputs/runs/imagenet-4x8": Plan(
+        skip="needs SLURM, 4 GPU nodes and a bucket; tests/test_shards.py reads shards through litdata's "
+        "object-storage path (local:) with two processes"
+    ),
     "make prepare-imagenet ARCHIVES=~/Downloads/ilsvrc ROOT=data/imagenet": Plan(
         skip="needs the ILSVRC-2012 archives; tests/test_imagenet.py prepares generated archives in their layout"
     ),
