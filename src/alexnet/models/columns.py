@@ -72,7 +72,8 @@ class ColumnParallelAlexNet(nn.Module):
         self.features = copy.deepcopy(net.features)
         self.avgpool = copy.deepcopy(net.avgpool)
         self.classifier = copy.deepcopy(net.classifier)
-        with torch.device(next(net.parameters()).device):  # the columns' layers where the network is
+        like = next(net.parameters())
+        with torch.device(like.device):  # the columns' layers where the network is, in its dtype (below)
             for block in self.features:
                 block.conv = _column_conv(block.conv, k)
                 if isinstance(getattr(block, "norm", None), LocalResponseNorm):
@@ -86,6 +87,7 @@ class ColumnParallelAlexNet(nn.Module):
                     block.fc = local
                 else:
                     setattr(self.classifier, name, local)
+        self.to(like.dtype)  # new layers are float32; load_state_dict would cast a float64 network's weights down
         self.load_state_dict(split_state(net.state_dict(), self.state_dict(), column, k))
         self._log: list[Exchange] | None = None
 
