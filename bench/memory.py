@@ -53,7 +53,11 @@ def job(name: str, root: str) -> None:
         baseline, ours, _ = cifar_loaders(root)
     else:
         baseline, ours, finish = jpeg_loaders(root)
-    loader = baseline if name.endswith("baseline") else ours
+    drain(baseline if name.endswith("baseline") else ours, finish)
+
+
+def drain(loader, finish) -> None:
+    """``BATCHES`` batches of ``loader``, each through ``finish``, passing over it again as needed."""
     done = 0
     while done < BATCHES:
         for batch in loader:
