@@ -134,7 +134,8 @@ def write_shards(
     classes = read_classes(root)
     wnids = [wnid for wnid, _ in classes]
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(root / "classes.tsv", out / "classes.tsv") if (root / "classes.tsv").is_file() else None
+    if (root / "classes.tsv").is_file():
+        shutil.copyfile(root / "classes.tsv", out / "classes.tsv")
     report = ShardReport(side, quality, len(wnids), archive_bytes=sum(p.stat().st_size for p in archives))
     previous = read_prepared(out)
     for split in SPLITS:
