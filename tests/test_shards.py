@@ -183,6 +183,25 @@ def test_a_loader_told_of_trained_batches_skips_exactly_those(prepared):
         assert len(rest) == len(whole) - 5 and all(torch.equal(a, b) for a, b in zip(rest, whole[5:])), workers
 
 
+def test_the_private_parts_of_litdata_used_here_are_still_there(prepared):
+    import litdata
+    from litdata.utilities.env import _DistributedEnv
+
+    from alexnet.data.imagenet.shards import LITDATA_TESTED
+
+    upgraded = f"litdata {litdata.__version__} (shards.py was written for {LITDATA_TESTED})"
+    root, _ = prepared
+    loader = shard_loader(train_shards(str(root / "shards" / "train"), 32, 0, (0, 1)), 4, 0, lambda: 0, lambda: 0)
+    for name in ("_num_samples_yielded_streaming", "_latest_worker_idx", "_worker_idx", "_worker_idx_iter", "restore"):
+        assert hasattr(loader, name), f"{upgraded}: StreamingDataLoader has no {name}"
+    for name in ("reset_state_dict", "set_epoch", "load_state_dict", "state_dict", "distributed_env"):
+        assert hasattr(loader.dataset, name), f"{upgraded}: StreamingDataset has no {name}"
+    env = _DistributedEnv.detect()
+    assert (env.world_size, env.global_rank) == (1, 0), upgraded
+    fresh = litdata.StreamingDataset(str(root / "shards" / "val"))
+    assert getattr(fresh, "_on_demand_bytes", None) is True, f"{upgraded}: StreamingDataset has no _on_demand_bytes"
+
+
 def test_shards_of_another_side_or_missing_say_what_to_set(prepared, tmp_path):
     root, _ = prepared
     with pytest.raises(DataError, match=f"hold {SIDE}×{SIDE} squares but data.resize=48; set data.resize={SIDE}"):

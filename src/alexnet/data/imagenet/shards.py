@@ -55,6 +55,9 @@ QUALITY = 90  # see bench/README.md: bytes and pixel error by quality
 CHUNK_BYTES = "64MB"
 SPLITS = ("train", "val")
 REMOTE = ("s3://", "gs://", "azure://", "r2://", "hf://", "local:")
+# litdata's private parts used here (its distributed env, the loader's resume counters, the dataset's
+# on-demand reads), tested with this version; tests/test_shards.py names the installed one if they go.
+LITDATA_TESTED = "0.2.76"
 
 
 def is_remote(location: str) -> bool:
