@@ -1,6 +1,7 @@
 """shard_loader: ImageNet training images per second on one core, from prepared shards to a
-normalised training batch, against ImageFolder + PIL + torchvision transforms on the raw JPEGs;
-the disk bytes per image of both formats; the loader's memory.
+normalised training batch (and, the feed rows, to the uint8 batch a worker hands a GPU), against
+ImageFolder + PIL + torchvision transforms on the raw JPEGs; the disk bytes per image of both
+formats; the loader's memory.
 
 ``python -m bench.shards --quality`` prints the JPEG quality table of bench/README.md: bytes per
 image and pixel error of the stored square against the square before encoding, per quality.
@@ -69,7 +70,7 @@ def measure() -> list[Result]:
             reference, _, _ = jpeg_loaders(root)
             ours, finish = shard_loaders(root)
             images_per_second(ours, finish)  # a first pass: the page cache and litdata's index, as in training
-            # Medians over passes (a pass of ours takes a quarter of a second: one alone is noisy).
+            # Medians over passes (a pass of ours takes a tenth of a second: one alone is noisy).
             baseline = statistics.median(images_per_second(reference) for _ in range(3))
             rate = statistics.median(images_per_second(ours, finish) for _ in range(7))
             feed = statistics.median(images_per_second(ours) for _ in range(7))
