@@ -23,6 +23,7 @@ from alexnet.analysis.evaluation import evaluate, load_any_checkpoint, write_csv
 from alexnet.config import ConfigError, build, validate
 from alexnet.lightning_compat import set_collective_timeout
 from alexnet.rundir import RunDir
+from alexnet.training.fit import end_process_group
 
 log = logging.getLogger("eval")
 
@@ -55,6 +56,7 @@ def main(cfg: DictConfig) -> None:
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
     evaluation = evaluate(trainer, system, datamodule, cfg.split)  # every rank: it syncs
+    end_process_group()  # the last collective is done
     if not trainer.is_global_zero:
         return
     images, err1, err5 = evaluation.images, evaluation.err1, evaluation.err5

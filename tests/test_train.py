@@ -203,3 +203,12 @@ def test_the_network_learns_the_digits(tmp_path):
     )
     best_err1 = train(cfg)
     assert best_err1 < 0.30, f"val top-1 error {best_err1:.3f} after 3 epochs"
+
+
+def test_a_finished_run_destroys_its_process_group(tmp_path, smoke_overrides):
+    # A gloo group left to the interpreter's shutdown can abort a finished process (exit -6), so the
+    # run destroys it (fit.end_process_group). strategy=ddp on one process creates a real group here.
+    cfg = compose_config([*smoke_overrides, "trainer.strategy=ddp", "trainer.devices=1"], tmp_path)
+    train(cfg)
+    assert read_results(tmp_path)["status"] == "finished"
+    assert not torch.distributed.is_initialized()

@@ -148,6 +148,8 @@ def train(cfg: DictConfig) -> float | None:
         watchdog.stop()
         results = record(status, error)
         finish_wandb(loggers, failed=status not in ("finished", "pruned"))
+        if status in ("finished", "pruned"):
+            end_process_group()
     return results["val"]["best"]["err1"] if results["val"]["best"] else None
 
 
@@ -194,6 +196,18 @@ def stop_other_processes(trainer: L.Trainer | None) -> None:
     launcher = own_launcher(trainer) if trainer is not None else None
     if launcher is not None and trainer.is_global_zero:
         atexit.register(launcher.kill, signal.SIGKILL)
+
+
+def end_process_group() -> None:
+    """Destroy the process group of a run whose collectives are all done (every rank calls it).
+
+    Lightning destroys it at exit for NCCL only. A gloo group left to the interpreter's shutdown can
+    abort a process that finished its work (SIGABRT, exit -6, "terminate called without an active
+    exception"): its worker threads still hold tensors and take the GIL while Python is finalizing
+    (pytorch/pytorch#179291). Not called after a failure, where another rank may still be inside a
+    collective (see :func:`stop_other_processes`)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def headline(results: dict[str, Any]) -> str:
