@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,14 @@ def test_a_finished_run_destroys_its_process_group(tmp_path, smoke_overrides):
     # A gloo group left to the interpreter's shutdown can abort a finished process (exit -6), so the
     # run destroys it (fit.end_process_group). strategy=ddp on one process creates a real group here.
     cfg = compose_config([*smoke_overrides, "trainer.strategy=ddp", "trainer.devices=1"], tmp_path)
-    train(cfg)
+    environ = dict(os.environ)
+    try:
+        train(cfg)
+    finally:
+        # Lightning's DDP setup exports LOCAL_RANK, NODE_RANK and MASTER_PORT; left in this worker's
+        # environment, every later 2-process run it starts takes itself for a launched child and
+        # waits for a rank 1 that never comes.
+        os.environ.clear()
+        os.environ.update(environ)
     assert read_results(tmp_path)["status"] == "finished"
     assert not torch.distributed.is_initialized()
