@@ -206,10 +206,17 @@ def test_the_network_learns_the_digits(tmp_path):
     assert best_err1 < 0.30, f"val top-1 error {best_err1:.3f} after 3 epochs"
 
 
-def test_a_finished_run_destroys_its_process_group(tmp_path, smoke_overrides):
+def test_a_finished_run_destroys_its_process_group(tmp_path, smoke_overrides, monkeypatch):
     # A gloo group left to the interpreter's shutdown can abort a finished process (exit -6), so the
     # run destroys it (fit.end_process_group). strategy=ddp on one process creates a real group here.
     cfg = compose_config([*smoke_overrides, "trainer.strategy=ddp", "trainer.devices=1"], tmp_path)
+    destroy, groups_destroyed = torch.distributed.destroy_process_group, []
+
+    def recorded_destroy(*args, **kwargs):
+        groups_destroyed.append(torch.distributed.is_initialized())
+        destroy(*args, **kwargs)
+
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", recorded_destroy)
     environ = dict(os.environ)
     try:
         train(cfg)
@@ -220,4 +227,5 @@ def test_a_finished_run_destroys_its_process_group(tmp_path, smoke_overrides):
         os.environ.clear()
         os.environ.update(environ)
     assert read_results(tmp_path)["status"] == "finished"
+    assert groups_destroyed == [True]  # there was a group, and the run destroyed it once
     assert not torch.distributed.is_initialized()
