@@ -487,3 +487,17 @@ def simplejpeg_rgb(data: torch.Tensor) -> np.ndarray:
     import simplejpeg
 
     return simplejpeg.decode_jpeg(data.numpy().tobytes(), "RGB")
+
+
+def test_a_rank_that_reads_the_scan_cache_while_another_writes_it_scans_instead_of_failing(tmp_path):
+    """Every rank scans in ``setup`` at once: one may read the cache another is writing. What it
+    reads then (half a JSON file) is a miss, not an error; and the cache is written by a rename."""
+    root = small_imagenet(tmp_path, truncated=True)
+    ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40, bad_images="skip").setup("fit")
+    cache = root / ".scan-train.json"
+    whole = cache.read_text()
+    cache.write_text(whole[: len(whole) // 2])  # what a reader sees mid-write without a rename
+    dm = ImageNetDataModule(root=str(root), num_classes=3, image_size=32, resize=40, bad_images="skip")
+    dm.setup("fit")
+    assert [Path(p).name for p, _ in dm.report()["skipped_images"]["files"]] == ["cut.JPEG"]
+    assert cache.read_text() == whole and not list(root.glob(".scan-*.tmp-*"))  # written again, whole

@@ -70,3 +70,57 @@ def test_a_checkpoint_knows_its_run(tmp_path):
     assert found.checkpoint(str(run.checkpoints / "epoch3.ckpt")) == run.checkpoints / "epoch3.ckpt"  # a path
     with pytest.raises(FileNotFoundError, match="a path to a .ckpt file"):
         found.checkpoint(str(run.checkpoints / "epoch4.ckpt"))
+
+
+def test_two_ranks_asking_a_fresh_run_for_its_wandb_id_at_once_get_the_same_id(tmp_path, monkeypatch):
+    """The interleaving that once failed a DDP sweep job (``Run ID cannot be empty``), forced: both
+    ranks find no id and make one (``uuid4``) before either has written its file; then rank 0
+    finishes its call, and only then rank 1 goes on."""
+    import threading
+    import uuid
+
+    rank0_made, rank1_made, rank0_done = threading.Event(), threading.Event(), threading.Event()
+
+    def uuid4() -> uuid.UUID:
+        if threading.current_thread().name == "rank0":
+            rank0_made.set()
+            assert rank1_made.wait(10), "rank 1 never made an id"
+            return uuid.UUID(int=0xA0 << 120)
+        rank1_made.set()
+        rank0_done.wait(10)
+        return uuid.UUID(int=0xB1 << 120)
+
+    monkeypatch.setattr(uuid, "uuid4", uuid4)
+    ids: dict[str, str] = {}
+
+    def ask(name: str) -> None:
+        ids[name] = RunDir(tmp_path).wandb_id()
+        if name == "rank0":
+            rank0_done.set()
+
+    ranks = [threading.Thread(target=ask, args=(name,), name=name) for name in ("rank0", "rank1")]
+    ranks[0].start()
+    assert rank0_made.wait(10)  # rank 1 asks once rank 0 has found no id and is making one
+    ranks[1].start()
+    for rank in ranks:
+        rank.join(20)
+    assert ids == {"rank0": "a0000000", "rank1": "a0000000"}  # rank 0's, the file's first creator
+    assert RunDir(tmp_path).wandb_id() == "a0000000"  # kept: a resumed run logs to the same W&B run
+    assert [p.name for p in (tmp_path / "wandb").iterdir()] == ["run-id"]  # no temporary file left
+
+
+def test_a_wandb_id_file_is_never_seen_empty(tmp_path, monkeypatch):
+    """A rank that reads the id while another creates the file reads the whole id: the file appears
+    with its text (a hard link of a written file), never empty first."""
+    import os
+
+    seen = []
+    link = os.link
+
+    def link_and_look(source, target):
+        seen.append(Path(target).exists())  # the moment before the file appears
+        link(source, target)
+        seen.append(Path(target).read_text())  # the moment it appears
+
+    monkeypatch.setattr(os, "link", link_and_look)
+    assert RunDir(tmp_path).wandb_id() == seen[1].strip() and seen[0] is False and len(seen[1].strip()) == 8

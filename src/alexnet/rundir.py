@@ -21,6 +21,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.files import create_once, write_atomically
+
 log = logging.getLogger(__name__)
 
 JOURNAL = "optuna.journal"  # a tuned sweep's studies (hparams_search), in its sweep directory
@@ -119,10 +121,7 @@ class RunDir:
             raise ValueError(f"a results record lacks {missing}: build it with results_record()")
         # default=str turns paths and the like into text; parse_constant turns NaN and Infinity into null.
         clean = json.loads(json.dumps(results, default=str), parse_constant=_null)
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.results_file.with_name(f"{self.results_file.name}.tmp-{os.getpid()}")  # two ranks may write
-        tmp.write_text(json.dumps(clean, indent=2) + "\n")
-        tmp.replace(self.results_file)
+        write_atomically(self.results_file, json.dumps(clean, indent=2) + "\n")  # two failing ranks may write
 
     def history(self) -> tuple[list[dict[str, float]], dict[str, float]]:
         """(per-epoch rows, test metrics) from the metrics CSV (see :func:`read_metrics`)."""
@@ -130,11 +129,11 @@ class RunDir:
 
     # -- W&B -------------------------------------------------------------------------------
     def wandb_id(self) -> str:
-        """The run's W&B id, made on first use and kept, so a resumed run logs to the same run."""
-        if not self.wandb_id_file.is_file():
-            self.wandb_id_file.parent.mkdir(parents=True, exist_ok=True)
-            self.wandb_id_file.write_text(uuid.uuid4().hex[:8] + "\n")
-        return self.wandb_id_file.read_text().strip()
+        """The run's W&B id, made on first use and kept, so a resumed run logs to the same run.
+
+        Every rank of a run asks for it at start, at the same moment under torchrun: the file is
+        created once, whole (:func:`create_once`), so all of them get the id its creator wrote."""
+        return create_once(self.wandb_id_file, uuid.uuid4().hex[:8] + "\n").strip()
 
     # -- never overwrite a run ---------------------------------------------------------------
     def holds_run(self) -> str | None:

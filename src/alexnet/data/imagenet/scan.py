@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from alexnet.files import write_atomically
+
 
 def find_bad_images(paths: Sequence[Path], workers: int = 8) -> list[tuple[Path, str]]:
     """Files that cannot be images: unreadable headers, and JPEGs cut short (no end-of-image marker).
@@ -47,14 +49,20 @@ def files_digest(paths: list[Path]) -> str:
 
 def find_bad_images_cached(paths: list[Path], cache: Path, workers: int = 8) -> list[tuple[Path, str]]:
     """:func:`find_bad_images`, remembered in ``cache`` (a JSON file) until any file is added,
-    removed or changed (:func:`files_digest`). A read-only dataset is scanned again each time."""
+    removed or changed (:func:`files_digest`). A read-only dataset is scanned again each time.
+
+    Every rank of a DDP run scans in ``setup`` at once: the cache is written whole (a rename), and
+    one that cannot be read is a miss."""
     key = {"files": len(paths), "digest": files_digest(paths)}
-    cached = json.loads(cache.read_text()) if cache.is_file() else None
-    if cached and cached.get("key") == key:
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):  # none yet, unreadable, or written by a tool that did not rename
+        cached = None
+    if isinstance(cached, dict) and cached.get("key") == key:
         return [(Path(p), r) for p, r in cached["bad"]]
     bad = find_bad_images(paths, workers=workers)
     try:
-        cache.write_text(json.dumps({"key": key, "bad": [(str(p), r) for p, r in bad]}))
+        write_atomically(cache, json.dumps({"key": key, "bad": [(str(p), r) for p, r in bad]}))
     except OSError:
-        pass
+        pass  # a read-only dataset
     return bad
