@@ -52,3 +52,20 @@ class MismatchedCollectivesAt(L.Callback):
             dist.all_reduce(torch.ones(3))
         else:
             dist.all_gather([torch.zeros(5) for _ in range(trainer.world_size)], torch.ones(5))
+
+
+class SpoilLastEpoch(L.Callback):
+    """For best-versus-last tests: before the last epoch's validation, negate the network's last
+    layer, so that it ranks the classes backwards (top-1 error near 1) and the run's best epoch is
+    not its last; at the end of training, save the final weights to ``<run dir>/final-weights.pt``."""
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == trainer.max_epochs - 1:
+            last = [m for m in pl_module.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+            with torch.no_grad():
+                last.weight.neg_()
+                last.bias.neg_()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            torch.save(pl_module.state_dict(), Path(trainer.default_root_dir) / "final-weights.pt")

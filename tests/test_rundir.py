@@ -18,7 +18,7 @@ def test_the_training_config_writes_each_file_where_rundir_reads_it(tmp_path):
     run = RunDir(tmp_path)
     assert Path(cfg.trainer.default_root_dir) == run.path
     assert Path(cfg.callbacks.model_checkpoint.dirpath) == run.checkpoints
-    assert cfg.callbacks.model_checkpoint.save_last and run.last_checkpoint.parent == run.checkpoints
+    assert instantiate(cfg.callbacks.last_checkpoint).path == run.last_checkpoint
     assert instantiate(cfg.callbacks.resume_checkpoint).path == run.resume_checkpoint
     assert Path(instantiate(cfg.logger.csv).log_dir) / "metrics.csv" == run.metrics_csv
     assert Path(cfg.callbacks.conv1_filters.dirpath) == run.visuals

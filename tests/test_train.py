@@ -45,15 +45,41 @@ def test_a_composed_run_writes_metrics_results_and_checkpoints(tmp_path, smoke_o
     assert len(offline_runs) == 1
 
 
-def test_test_metrics_come_from_the_best_checkpoint(tmp_path, smoke_overrides):
-    cfg = compose_config(
-        [*smoke_overrides, "trainer.max_epochs=3", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0"],
-        tmp_path,
+@pytest.fixture(scope="module")
+def best_is_not_last(tmp_path_factory) -> Path:
+    """A 3-epoch run whose best epoch is not its last: ``planted.SpoilLastEpoch`` ranks the classes
+    backwards before the last validation, so the best and the last weights give different numbers."""
+    run_dir = tmp_path_factory.mktemp("best-is-not-last")
+    switches = ["norm=none", "activation=tanh", "dropout=none", "model.width=0.25"]  # learns in a few batches
+    shorter = ["trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.limit_val_batches=4"]
+    spoil = "+callbacks.spoil._target_=planted.SpoilLastEpoch"
+    train(
+        compose_config(
+            ["debug=smoke", "trainer.accelerator=cpu", "data.batch_size=64", *switches, *shorter, spoil], run_dir
+        )
     )
-    train(cfg)
-    results = read_results(tmp_path)
-    # The test set and the validation set differ, but the checkpoint tested is the best one.
-    assert f"epoch{results['val']['best']['epoch']:03d}" in results["best_checkpoint"]
+    results = read_results(run_dir)
+    assert results["status"] == "finished" and results["epochs"] == 3
+    assert results["val"]["best"]["epoch"] < 2 and results["val"]["final"]["err1"] > 0.9, results["val"]
+    return run_dir
+
+
+def test_test_metrics_come_from_the_best_checkpoint_not_the_last_weights(best_is_not_last):
+    results = read_results(best_is_not_last)
+    best = results["val"]["best"]
+    assert Path(results["best_checkpoint"]).name.startswith(f"best-epoch{best['epoch']:03d}-")
+    # The last weights rank the classes backwards (val top-1 error > 0.9); the best ones learnt.
+    assert results["test"]["err1"] < best["err1"] + 0.15 and results["test"]["err1"] < 0.6, (results["test"], best)
+
+
+def test_last_ckpt_holds_the_end_of_the_last_epoch_not_the_best(best_is_not_last):
+    last = torch.load(best_is_not_last / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 3 * 8)  # 3 epochs of 8 batches
+    final = torch.load(best_is_not_last / "final-weights.pt", weights_only=True)  # saved by the planted callback
+    weights = [key for key in final if key.startswith("net.")]
+    assert weights and all(torch.equal(last["state_dict"][key], final[key]) for key in weights)
+    best = torch.load(read_results(best_is_not_last)["best_checkpoint"], weights_only=True)
+    assert not all(torch.equal(best["state_dict"][key], final[key]) for key in weights)
 
 
 def test_a_failed_run_says_so_in_results(tmp_path, smoke_overrides):

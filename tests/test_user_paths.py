@@ -11,15 +11,19 @@ from conftest import ROOT, run_script
 
 SRC = ROOT / "src"
 SWITCHES = ["norm=none", "activation=tanh", "dropout=none", "model.width=0.25"]
+# planted.SpoilLastEpoch (tests/ on the path) makes the last epoch the worst: best and last differ.
+SPOIL, TESTS_ON_PATH = "+callbacks.spoil._target_=planted.SpoilLastEpoch", {"PYTHONPATH": str(ROOT / "tests")}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("user-paths")
     shorter = ["trainer.max_epochs=2", "trainer.limit_train_batches=8", "trainer.accelerator=cpu", "data.batch_size=64"]
-    args = [*SWITCHES, *shorter, "callbacks.conv1_filters.every_n_epochs=1", "hydra.run.dir=run"]
-    result = run_script([str(SRC / "train.py"), *args], cwd)
+    args = [*SWITCHES, *shorter, "callbacks.conv1_filters.every_n_epochs=1", SPOIL, "hydra.run.dir=run"]
+    result = run_script([str(SRC / "train.py"), *args], cwd, env=TESTS_ON_PATH)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    val = results(cwd / "run")["val"]
+    assert val["best"]["epoch"] == 0 and val["final"]["err1"] > 0.9, val  # the tests below can tell best from last
     return cwd / "run"
 
 
@@ -31,7 +35,8 @@ def evaluate(run_dir: Path, *overrides: str) -> tuple[dict, Path]:
     """``src/eval.py ckpt_path=<the run's best>`` with ``overrides``: (eval.json, its directory)."""
     best = results(run_dir)["best_checkpoint"]
     out = run_dir.parent / f"eval-{len(list(run_dir.parent.glob('eval-*')))}"
-    result = run_script([str(SRC / "eval.py"), f"ckpt_path={best}", f"hydra.run.dir={out}", *overrides], run_dir.parent)
+    args = [str(SRC / "eval.py"), f"ckpt_path={best}", f"hydra.run.dir={out}", *overrides]
+    result = run_script(args, run_dir.parent, env=TESTS_ON_PATH)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return json.loads((out / "eval.json").read_text()), out
 
@@ -80,7 +85,9 @@ def test_eval_of_the_validation_split_reproduces_the_best_epochs_validation_erro
 @pytest.mark.slow
 def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
     best = results(run_dir)["best_checkpoint"]
-    result = run_script([str(SRC / "eval.py"), f"ckpt_path={best}", "activation=relu"], run_dir.parent)
+    result = run_script(
+        [str(SRC / "eval.py"), f"ckpt_path={best}", "activation=relu"], run_dir.parent, env=TESTS_ON_PATH
+    )
     assert result.returncode != 0
     assert "activation=relu would change the network of" in result.stderr and "drop the override" in result.stderr
 
@@ -88,13 +95,17 @@ def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
 @pytest.mark.slow
 def test_visualize_then_resume_continue_the_same_run(run_dir):
     visualize = [str(SRC / "visualize.py"), f"run={run_dir}", "wandb_mode=disabled"]
-    shown = run_script(visualize, run_dir.parent)
+    shown = run_script(visualize, run_dir.parent, env=TESTS_ON_PATH)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert (run_dir / "visuals" / "confusion.png").stat().st_size > 0 and "best-epoch" in shown.stdout
-    last = run_script([*visualize, "checkpoint=last"], run_dir.parent)  # a path: tests/test_rundir.py
+    last = run_script(
+        [*visualize, "checkpoint=last"], run_dir.parent, env=TESTS_ON_PATH
+    )  # a path: tests/test_rundir.py
     assert last.returncode == 0 and "last.ckpt" in last.stdout, last.stderr[-3000:]
 
-    resumed = run_script([str(SRC / "train.py"), f"resume={run_dir}", "trainer.max_epochs=3"], run_dir.parent)
+    resumed = run_script(
+        [str(SRC / "train.py"), f"resume={run_dir}", "trainer.max_epochs=3"], run_dir.parent, env=TESTS_ON_PATH
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     after = results(run_dir)
     assert after["status"] == "finished" and after["epochs"] == 3

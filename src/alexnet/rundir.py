@@ -34,7 +34,7 @@ class RunDir:
 
     .hydra/config.yaml      the config as composed (``config()``; a section resolved: ``resolved()``)
     .hydra/overrides.yaml   the command line it was started with (``overrides()``)
-    checkpoints/            best-epoch<e>-err1<v>.ckpt, last.ckpt (end of an epoch), resume.ckpt
+    checkpoints/            best-epoch<e>-err1<v>.ckpt, last.ckpt (end of the last finished epoch), resume.ckpt
     csv/metrics.csv         the logged metrics, a row per logging call
     results.json            status and numbers (:func:`results_record`, written by ``write_results``)
     visuals/                pictures and per-class tables
@@ -100,7 +100,7 @@ class RunDir:
         )
 
     def checkpoint_to_resume(self) -> Path:
-        """The file to continue the run from: ``resume.ckpt``, else ``last.ckpt`` (end of an epoch)."""
+        """The file to continue the run from: ``resume.ckpt``, else ``last.ckpt`` (end of the last finished epoch)."""
         for path in (self.resume_checkpoint, self.last_checkpoint):
             if path.is_file():
                 return path

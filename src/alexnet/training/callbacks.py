@@ -5,7 +5,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import Checkpoint, RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -30,6 +30,24 @@ class ModelSummary(RichModelSummary):
             note = " (compiled at the first batch)" if "fused" in kernels.values() else ""
             listing = ", ".join(f"norm.impl={impl}: {kernel}" for impl, kernel in kernels.items())
             log.info("LRN kernel on %s: %s%s", device.type, listing, note)
+
+
+class LastCheckpoint(Checkpoint):
+    """``<dirpath>/last.ckpt``: the whole training state at the end of the last finished epoch,
+    written at the end of every epoch (after its validation), so ``checkpoint=last`` and a resume
+    from it mean what they say.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` no longer does this: since 2.6 it writes
+    ``last.ckpt`` only in a step where it also wrote a top-k checkpoint, which with ``save_top_k=1``
+    is when the best improves, so its ``last.ckpt`` was a copy of the best. A ``Checkpoint``: Lightning
+    runs it after the other callbacks, so the file holds their states for this epoch (the best so far).
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.path = Path(dirpath) / "last.ckpt"  # RunDir.last_checkpoint (tests/test_rundir.py)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)  # every rank: the strategy writes on rank 0 and waits for it
 
 
 class Conv1Filters(L.Callback):
