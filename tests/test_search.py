@@ -5,6 +5,7 @@ scale; the studies are read back from the sweep's journal with Optuna itself.
 """
 
 import json
+import math
 import os
 import re
 import signal
@@ -18,11 +19,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from alexnet.analysis.sweeps import write_report
-from alexnet.rundir import JOURNAL, RunDir
+from alexnet.rundir import JOURNAL, RunDir, results_record
 from conftest import ROOT, as_from_a_shell, run_script
 
 SMOKE = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu"]
 STATES = optuna.trial.TrialState
+LR_SPACE = {"optimizer.lr": {"low": 1.0e-3, "high": 0.1, "log": True}}
 
 
 def journal(sweep: Path) -> optuna.storages.JournalStorage:
@@ -82,16 +84,22 @@ def test_a_killed_search_continues_without_repeating_finished_trials(killed_and_
 
 
 @pytest.mark.slow
-def test_the_seeds_train_at_each_configurations_recorded_best_settings(killed_and_continued):
+def test_the_seeds_train_at_each_configurations_lowest_error_settings(killed_and_continued):
+    """The settings each seed job ran at are those of its configuration's finished trial with the
+    lowest best val top-1 error, read from the trials' own results.json, not from Optuna."""
     sweep, _ = killed_and_continued
-    for job, study in (("0", "norm=lrn"), ("1", "norm=none")):
-        best = optuna.load_study(study_name=study, storage=journal(sweep)).best_params
+    searched = ("optimizer.lr=", "optimizer.weight_decay=", "dropout.p=")
+    for job, configuration in (("0", "norm-lrn"), ("1", "norm-none")):
+        trials_run = [RunDir(p.parent).results() for p in (sweep / "search" / configuration).glob("*/results.json")]
+        finished = [r for r in trials_run if r["status"] == "finished"]
+        lowest = min(r["val"]["best"]["err1"] for r in finished)
+        chosen = [sorted(o for o in r["overrides"] if o.startswith(searched)) for r in finished]
+        best = [c for c, r in zip(chosen, finished) if r["val"]["best"]["err1"] == lowest]
         results = RunDir(sweep / job).results()
         assert results["status"] == "finished", results["error"]
         overrides = job_overrides(sweep / job)
-        assert study in overrides and "seed=0" in overrides
-        for key, value in best.items():
-            assert f"{key}={value!r}" in overrides, (key, overrides)
+        assert configuration.replace("-", "=") in overrides and "seed=0" in overrides
+        assert sorted(o for o in overrides if o.startswith(searched)) in best, (overrides, finished)
     assert not (sweep / "2").exists()  # one seed per configuration
 
 
@@ -136,3 +144,49 @@ def test_a_two_process_trial_behind_the_study_is_one_ddp_job_pruned_and_recorded
     assert (results["status"], results["world_size"]) == ("pruned", 2)
     assert not (tmp_path / "runs").exists()  # no rank made a run of its own
     assert "optimizer.lr=0.02" in job_overrides(sweep / "0")  # the seed ran at the recorded best
+
+
+class ErrorFromRate:
+    """A stand-in launcher: a trial at ``optimizer.lr=x`` "trains" to a best val top-1 error of
+    ``|log10(x) + 1.5|`` (lowest at x = 0.03) and records it in its ``results.json`` as a run would."""
+
+    def __init__(self, sweep: Path) -> None:
+        self.sweep, self.launched = sweep, []
+
+    def launch(self, job_overrides, initial_job_idx):
+        from hydra.core.utils import JobReturn, JobStatus
+
+        (overrides,) = job_overrides
+        self.launched.append(list(overrides))
+        given = dict(o.split("=", 1) for o in overrides)
+        lr = float(given["optimizer.lr"])
+        err1 = abs(math.log10(lr) + 1.5)
+        run = RunDir(self.sweep / given.get("hydra.sweep.subdir", str(initial_job_idx)))
+        history = [{"epoch": 0, "val/err1": err1, "val/err5": err1 / 2}]
+        run.write_results(results_record("finished", run, overrides=overrides, history=history))
+        ret = JobReturn(overrides=list(overrides), working_dir=str(run.path), task_name="train")
+        ret.status, ret.return_value = JobStatus.COMPLETED, err1
+        return [ret]
+
+
+def test_the_search_minimises_and_the_seeds_train_at_the_lowest_error_trial(tmp_path):
+    """The real search and seed stages over a launcher whose trials' errors are known: the seeds must
+    run at the settings of the trial with the lowest recorded validation error, not the highest."""
+    from hydra_plugins.alexnet_launcher.tuned_sweeper import TunedSweeper
+
+    sweeper = TunedSweeper(n_trials=5, n_startup_trials=3, pruner="none", search_space=OmegaConf.create(LR_SPACE))
+    sweeper.config = OmegaConf.create({"seed": 0, "hydra": {"sweep": {"dir": str(tmp_path)}}})
+    sweeper.launcher = ErrorFromRate(tmp_path)
+    sweeper._defaults = lambda configuration, fixed: {"optimizer.lr": 0.001}  # the untuned trial: err1 1.5
+    best = sweeper._search(optuna, 0, ["norm=lrn"], [])
+    finished = [RunDir(p.parent).results() for p in (tmp_path / "search").glob("*/*/results.json")]
+    assert len(finished) == 5
+    errors = {o: r["val"]["best"]["err1"] for r in finished for o in r["overrides"] if o.startswith("optimizer.lr=")}
+    assert len(set(errors.values())) == 5  # five different errors: the lowest is one trial's alone
+    lowest = min(errors, key=errors.get)
+    assert best == {"optimizer.lr": float(lowest.split("=", 1)[1])}
+    sweeper._seeds(tmp_path, [["norm=lrn"]], [best], [], [0, 1])
+    seeds = sweeper.launcher.launched[-2:]
+    assert seeds == [["norm=lrn", lowest, "seed=0"], ["norm=lrn", lowest, "seed=1"]]
+    study = optuna.load_study(study_name="norm=lrn", storage=journal(tmp_path))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
