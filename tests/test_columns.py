@@ -158,6 +158,16 @@ def test_the_exchanges_are_the_papers_activations_at_the_layers_that_read_both_c
     assert "gradient all-reduce over 2 replicas: 121.930 MB" in report  # a column's half, ring over 2
 
 
+def test_a_columns_mult_adds_times_the_columns_are_the_whole_networks():
+    """What the training summary counts on a column-parallel process: counted on the meta device,
+    with no process group, and scaled from one column to the whole network."""
+    from alexnet.models.layer_table import mult_adds_by_layer
+
+    whole = AlexNet().to("meta")
+    column = sum(mult_adds_by_layer(ColumnParallelAlexNet(whole, 1, None), 227).values())
+    assert column == sum(mult_adds_by_layer(whole, 227).values()) == 724_406_816  # two columns on 227×227
+
+
 @pytest.mark.parametrize(
     ("switches", "named"), [({"num_classes": 11}, "data.num_classes=11"), ({"hidden": 99}, "model.hidden")]
 )

@@ -121,6 +121,21 @@ def test_summary_prints_the_papers_totals(capsys, monkeypatch):
     assert "256×6×6" in printed  # conv5 after pooling
 
 
+def test_a_runs_model_summary_prints_the_networks_flops_not_zero(tmp_path, smoke_overrides, capsys, monkeypatch):
+    from lightning.pytorch.utilities.model_summary import get_human_readable_count
+
+    from alexnet.config import build
+    from alexnet.models.layer_table import layer_table
+
+    monkeypatch.setenv("COLUMNS", "200")
+    cfg = compose_config(smoke_overrides, tmp_path)
+    train(cfg)
+    printed = capsys.readouterr().out
+    macs = sum(row.macs for row in layer_table(build(cfg.model, "model"), cfg.model.input_size))
+    assert macs > 0 and f"Total FLOPs: {get_human_readable_count(2 * macs)}" in printed  # a multiply and an add
+    assert "Total FLOPs: 0 " not in printed
+
+
 @pytest.mark.slow
 def test_gpu_throughput_switches_run_and_keep_plain_checkpoint_names(tmp_path, smoke_overrides, monkeypatch):
     """``system.compile=true`` compiles with TorchDynamo and AOTAutograd as users get them, but here with

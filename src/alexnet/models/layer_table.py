@@ -1,5 +1,6 @@
 """Per-layer output shapes, parameters and multiply-adds of a network, without training it."""
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -36,12 +37,27 @@ def layer_table(model: nn.Module, input_size: int) -> list[LayerInfo]:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
+            # forward, not __call__: a network compiled in place (system.compile) is run, not compiled
+            model.forward(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
     return rows
+
+
+def mult_adds_by_layer(model: nn.Module, input_size: int) -> dict[str, int]:
+    """Each leaf layer's multiply-adds for one image (:func:`layer_table`), counted on a copy of
+    ``model`` on the meta device: no compute, and no communication for a column-parallel network's
+    column (:class:`~alexnet.models.columns.ColumnParallelAlexNet`), whose count is that column's
+    share times the columns (they are alike), i.e. the whole network's."""
+    from alexnet.models.columns import ColumnParallelAlexNet
+
+    parallel = isinstance(model, ColumnParallelAlexNet)
+    memo = {id(model.group): None} if parallel else {}  # a process group does not copy; None: shapes only
+    probe = copy.deepcopy(model, memo).to("meta")
+    share = model.columns if parallel else 1
+    return {row.name: row.macs * share for row in layer_table(probe, input_size)}
 
 
 def _macs(module: nn.Module, output: torch.Tensor) -> int:

@@ -8,9 +8,11 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 from alexnet.analysis.filters import plot_filters
 from alexnet.models.fast_lrn import kernel_for
+from alexnet.models.layer_table import mult_adds_by_layer
 from alexnet.models.layers import LocalResponseNorm
 from alexnet.rundir import RunDir
 
@@ -18,10 +20,30 @@ log = logging.getLogger(__name__)
 
 
 class ModelSummary(RichModelSummary):
-    """Lightning's rich model summary, then the kernel the LRN layers run on this run's device
-    (``norm.impl``: fused, eager or torch; a fused kernel that failed to compile says why)."""
+    """Lightning's rich model summary with the network's FLOPs per image, then the kernel the LRN
+    layers run on this run's device (``norm.impl``: fused, eager or torch; a fused kernel that
+    failed to compile says why).
+
+    Lightning counts FLOPs by running ``example_input_array`` through the system, which this repo
+    leaves unset (it would compile a ``system.compile`` network for a batch of one, and run a
+    column-parallel network's collectives on rank 0 alone), so it printed "Total FLOPs: 0". The
+    counts here are ``make summary``'s multiply-adds (:func:`mult_adds_by_layer`, on the meta
+    device), times 2 as torch's ``FlopCounterMode`` counts (a multiply and an add).
+
+    Args:
+        max_depth: module depth of the table, as Lightning's.
+        input_size: the side of the network's square input (``model.input_size``).
+    """
+
+    def __init__(self, max_depth: int = 1, input_size: int = 227, **summarize_kwargs) -> None:
+        super().__init__(max_depth, **summarize_kwargs)
+        self.input_size = input_size
+        self._flops: dict[str, int] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self._max_depth:
+            by_layer = mult_adds_by_layer(pl_module.net, self.input_size)
+            self._flops = {f"net.{name}": 2 * macs for name, macs in by_layer.items()}
         super().on_fit_start(trainer, pl_module)
         device = trainer.strategy.root_device
         impls = sorted({m.impl for m in pl_module.modules() if isinstance(m, LocalResponseNorm)})
@@ -30,6 +52,14 @@ class ModelSummary(RichModelSummary):
             note = " (compiled at the first batch)" if "fused" in kernels.values() else ""
             listing = ", ".join(f"norm.impl={impl}: {kernel}" for impl, kernel in kernels.items())
             log.info("LRN kernel on %s: %s%s", device.type, listing, note)
+
+    def summarize(self, summary_data: list[tuple[str, list[str]]], *args, total_flops: int, **kwargs) -> None:
+        """Lightning's table and totals, its FLOPs column and total replaced by the counts above."""
+        names = dict(summary_data)["Name"]
+        flops = [sum(f for layer, f in self._flops.items() if (layer + ".").startswith(name + ".")) for name in names]
+        column = [get_human_readable_count(f) for f in flops]
+        summary_data = [(key, column if key == "FLOPs" else values) for key, values in summary_data]
+        super().summarize(summary_data, *args, total_flops=sum(self._flops.values()), **kwargs)
 
 
 class LastCheckpoint(Checkpoint):
