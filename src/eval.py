@@ -6,7 +6,7 @@ from the run's saved config. An override here that would change that network is 
 Evaluation is ``Trainer.test`` (or ``validate``) with the system's own metrics, so the numbers
 are those training reports, on as many devices and at the precision the config says.
 
-Prints top-1/top-5 error and writes eval.json and per_class.csv into outputs/evals/<date>/<time>.
+Prints top-1/top-5 error and writes eval.json and per_class.csv into outputs/evals/<date>/<time>-<id>.
 Checkpoints load as tensors only (no pickled code runs).
 """
 
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet.analysis.evaluation import evaluate, load_any_checkpoint, write_csv
 from alexnet.config import ConfigError, build, validate
-from alexnet.lightning_compat import set_collective_timeout
+from alexnet.lightning_compat import exit_1_when_a_process_fails, set_collective_timeout
 from alexnet.rundir import RunDir
 from alexnet.training.fit import end_process_group
 
@@ -55,6 +55,7 @@ def main(cfg: DictConfig) -> None:
         cfg.trainer, "trainer", logger=False, callbacks=bar, default_root_dir=str(out), sync_batchnorm=False
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
+    exit_1_when_a_process_fails()
     evaluation = evaluate(trainer, system, datamodule, cfg.split)  # every rank: it syncs
     end_process_group()  # the last collective is done
     if not trainer.is_global_zero:

@@ -4,6 +4,7 @@ the test process: a run under test keeps the W&B mode its test gives it."""
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -25,11 +26,16 @@ class SignalAt(L.Callback):
     """For fault tests: the process sends itself ``$ALEXNET_TEST_SIGNAL`` (e.g. KILL, TERM) in the
     middle of training step ``$ALEXNET_TEST_SIGNAL_STEP`` (after the forward pass, before the
     backward) on rank ``$ALEXNET_TEST_SIGNAL_RANK`` (default 0); ``RAISE`` raises an error there
-    instead. Read from the environment, so a resumed run (started without them) runs through."""
+    instead. With ``$ALEXNET_TEST_STALL_S``, the other ranks sleep that long in the same step first
+    (so that the failed rank has exited before they notice). Read from the environment, so a
+    resumed run (started without them) runs through."""
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         name, step = os.environ.get("ALEXNET_TEST_SIGNAL"), os.environ.get("ALEXNET_TEST_SIGNAL_STEP")
         rank = int(os.environ.get("ALEXNET_TEST_SIGNAL_RANK", "0"))
+        stall = float(os.environ.get("ALEXNET_TEST_STALL_S", "0"))
+        if stall and step is not None and trainer.global_step == int(step) and trainer.global_rank != rank:
+            time.sleep(stall)
         if name and step is not None and trainer.global_step == int(step) and trainer.global_rank == rank:
             if name == "RAISE":
                 raise RuntimeError(f"planted error on rank {rank} at step {step}")

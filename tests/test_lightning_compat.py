@@ -71,3 +71,27 @@ def test_only_the_compat_module_touches_lightnings_private_parts():
             if private and any(word in ast.unparse(node.value) for word in lightning_objects):
                 found.append(f"{where} reads {ast.unparse(node)}")
     assert not found, "move these into alexnet/lightning_compat.py:\n" + "\n".join(found)
+
+
+def test_the_ddp_process_observer_can_still_be_told_to_exit_1():
+    """``exit_1_when_a_process_fails`` replaces the observer's ``_terminate_all``, which reads its
+    ``_child_processes`` and ``_termination_signal``."""
+    import subprocess
+    import sys
+
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    from alexnet.lightning_compat import exit_1_when_a_process_fails
+
+    observer_class = getattr(subprocess_script, "_ChildProcessObserver", None)
+    assert observer_class is not None and hasattr(observer_class, "_terminate_all"), UPGRADED
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    observer = observer_class(main_pid=0, child_processes=[child])
+    assert [child] == observer._child_processes and observer._termination_signal, UPGRADED
+    before = observer_class._terminate_all
+    try:
+        exit_1_when_a_process_fails()
+        assert observer_class._terminate_all is not before, UPGRADED
+    finally:
+        observer_class._terminate_all = before

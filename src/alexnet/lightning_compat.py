@@ -5,14 +5,19 @@ Tested with Lightning 2.6 (``pyproject.toml`` bounds it); ``tests/test_lightning
 with the installed version's number if an upgrade removes what is used here.
 """
 
+import logging
+import os
+import sys
 from datetime import timedelta
 from typing import Any
 
 import lightning as L
+from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 TESTED = "2.6"
+log = logging.getLogger(__name__)
 
 
 def set_collective_timeout(strategy: Strategy, seconds: float) -> bool:
@@ -55,3 +60,25 @@ def set_logging_step(trainer: L.Trainer, step: int) -> None:
     """Set the loggers' step. After a resume from a checkpoint saved at a batch start, Lightning
     adds one (it assumes a save at a batch end); this puts it back."""
     trainer.fit_loop.epoch_loop._batches_that_stepped = step
+
+
+def exit_1_when_a_process_fails() -> None:
+    """Make a run under Lightning's own DDP launcher exit with code 1 when one of its processes fails.
+
+    A thread of rank 0 (``_ChildProcessObserver``) checks ranks 1…N-1 every 5 s; when one has exited
+    non-zero, it SIGKILLs the others and then rank 0 itself. Rank 0's exit code, the run's, was then
+    -9 (137 in a shell), or 1 when rank 0 failed first on the broken connection: a race. Here the
+    thread stops the others as before, then ends rank 0 with code 1 (``os._exit``, as abrupt as the
+    kill was: checkpoints and ``results.json`` are written by rename, so none is left half-written;
+    the failed rank has written ``results.json``). For every run in this process; idempotent."""
+    _ChildProcessObserver._terminate_all = _stop_the_others_then_exit_1
+
+
+def _stop_the_others_then_exit_1(observer: _ChildProcessObserver) -> None:
+    for process in observer._child_processes:
+        process.send_signal(observer._termination_signal)
+    failed = {p.pid: p.returncode for p in observer._child_processes if p.returncode}
+    log.error("A DDP process exited with an error %s: stopped the others; this one exits with code 1", failed)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)

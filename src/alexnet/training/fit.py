@@ -25,7 +25,7 @@ from alexnet.analysis.evaluation import evaluate
 from alexnet.analysis.visuals import visualize_from_config
 from alexnet.config import build, require, validate
 from alexnet.data import per_device_batch_size
-from alexnet.lightning_compat import own_launcher, set_collective_timeout
+from alexnet.lightning_compat import exit_1_when_a_process_fails, own_launcher, set_collective_timeout
 from alexnet.models.columns import exchange_report
 from alexnet.rundir import RunDir, results_record
 from alexnet.training.callbacks import Diverged
@@ -143,6 +143,8 @@ def train(cfg: DictConfig) -> float | None:
             error = f"collective {collective} failed on rank {rank_zero_only.rank}: {error}"
             log.error("%s\n%s", error, "".join(traceback.format_exception(err)))
         stop_other_processes(trainer)
+        if status == "interrupted":  # Lightning exits 1 on Ctrl-C; 130 (128 + SIGINT) tells a shell or scheduler why
+            raise SystemExit(128 + signal.SIGINT) from err
         raise
     finally:
         watchdog.stop()
@@ -173,6 +175,7 @@ def build_trainer(cfg: DictConfig, system: L.LightningModule) -> L.Trainer:
         cfg.trainer, "trainer", callbacks=callbacks, logger=False, sync_batchnorm=False, **strategy
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
+    exit_1_when_a_process_fails()
     batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
     has_batchnorm = any(isinstance(m, batchnorms) for m in system.modules())
     if cfg.trainer.sync_batchnorm and has_batchnorm and trainer.world_size > 1 and not strategy:
