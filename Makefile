@@ -47,7 +47,7 @@ sweep-demo-tuned: $(STAMP)  ## the same ablation, fair: each configuration tuned
 	  'hydra.sweeper.trial_overrides=["trainer.max_epochs=4"]' hydra.sweep.dir=$(SWEEP_DIR) $(ARGS); \
 	  status=$$?; $(PY) src/report.py $(SWEEP_DIR) && exit $$status
 
-report: $(STAMP)  ## summarise a sweep: make report SWEEP_DIR=outputs/multiruns/<date>/<time>
+report: $(STAMP)  ## summarise a sweep: make report SWEEP_DIR=outputs/multiruns/<date>/<time>-<id>
 	$(PY) src/report.py $(SWEEP_DIR)
 
 prepare-imagenet: $(STAMP)  ## ILSVRC-2012 archives -> data layout: make prepare-imagenet ARCHIVES=<dir> [ROOT=data/imagenet] [ARGS="--format shards"]

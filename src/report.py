@@ -1,6 +1,6 @@
 """Summarise a sweep directory into report.md, runs.csv and plots (see alexnet/analysis/sweeps.py).
 
-python src/report.py outputs/multiruns/<date>/<time> [--wandb auto|online|offline|disabled]
+python src/report.py outputs/multiruns/<date>/<time>-<id> [--wandb auto|online|offline|disabled]
 """
 
 import argparse
@@ -13,7 +13,7 @@ from alexnet.training.loggers import wandb_mode
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path, help="a multirun directory: outputs/multiruns/<date>/<time>")
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory: outputs/multiruns/<date>/<time>-<id>")
     parser.add_argument(
         "--wandb",
         default="auto",

@@ -4,7 +4,7 @@ Examples:
     python src/train.py                                   # the paper's switches on digits
     python src/train.py norm=batchnorm pool=nonoverlap    # one ablation
     python src/train.py experiment=cifar10 trainer.devices=2
-    python src/train.py resume=outputs/runs/<date>/<time>   # continue a stopped run
+    python src/train.py resume=outputs/runs/<date>/<time>-<id>   # continue a stopped run
 See conf/train.yaml for every group and README.md for the rest.
 """
 

@@ -1,4 +1,4 @@
-"""Draw the pictures of a finished run: python src/visualize.py run=outputs/runs/<date>/<time>
+"""Draw the pictures of a finished run: python src/visualize.py run=outputs/runs/<date>/<time>-<id>
 
 Writes <run>/visuals/: conv1's kernels per column, per-class errors (CSV), the confusion matrix,
 test predictions with their top-5, and fc7 nearest neighbours, from the run's best checkpoint.

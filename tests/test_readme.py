@@ -91,7 +91,8 @@ PLAN: dict[str, Plan] = {
     "python src/train.py experiment=paper_imagenet trainer.devices=8": Plan(
         skip="needs ImageNet and 8 GPUs; tests/test_imagenet.py trains data=imagenet on generated JPEGs"
     ),
-    "python src/eval.py ckpt_path=outputs/runs/<date>/<time>/checkpoints/<best>.ckpt data=imagenet tta=tencrop": Plan(
+    "python src/eval.py ckpt_path=outputs/runs/<date>/<time>-<id>/checkpoints/<best>.ckpt data=imagenet "
+    "tta=tencrop": Plan(
         "{python} src/eval.py ckpt_path={best}",
         note="the best checkpoint of the run above, on its own data (digits): ImageNet's 10 patches need ImageNet",
     ),
@@ -99,7 +100,7 @@ PLAN: dict[str, Plan] = {
         cpu(f"{TRAIN} -m norm=lrn,batchnorm pool=overlap seed=0 trainer.devices=2 hydra.sweep.dir={{sweep}}"),
         note="2 jobs of 2 CPU processes, not 18 on GPUs",
     ),
-    "python src/report.py outputs/multiruns/<date>/<time>": Plan(
+    "python src/report.py outputs/multiruns/<date>/<time>-<id>": Plan(
         "{python} src/report.py {sweep} --wandb disabled", note="the sweep above"
     ),
     "make sweep-demo": Plan(

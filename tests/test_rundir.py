@@ -2,6 +2,7 @@
 has one schema, written whole, by training and by the sweep launcher alike."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,44 @@ def test_a_wandb_id_file_is_never_seen_empty(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "link", link_and_look)
     assert RunDir(tmp_path).wandb_id() == seen[1].strip() and seen[0] is False and len(seen[1].strip()) == 8
+
+
+@pytest.fixture
+def new_process_run_dir(monkeypatch):
+    """Composes the default run directory as a new process would, with Hydra's clock (``${now:}``)
+    stopped at one second; ``launch_id`` is drawn once per process, so it is forgotten in between."""
+    import datetime as dt
+
+    import hydra.core.utils
+
+    from alexnet.rundir import launch_id
+
+    class OneSecond(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 1, 10, 0, 0)
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", OneSecond)
+
+    def compose_in_a_new_process(*overrides: str) -> str:
+        launch_id.cache_clear()
+        return str(compose_config(list(overrides)).hydra.run.dir)
+
+    yield compose_in_a_new_process
+    launch_id.cache_clear()
+
+
+def test_two_runs_started_in_the_same_second_get_two_directories(new_process_run_dir):
+    first, second = new_process_run_dir(), new_process_run_dir()
+    assert first != second
+    assert re.fullmatch(r"outputs/runs/2026-01-01/10-00-00-[0-9a-f]{6}", first), first
+
+
+def test_every_rank_of_one_launch_gets_the_same_directory(new_process_run_dir, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "a1b2")  # torchrun gives every rank it starts the same
+    torchrun = {new_process_run_dir() for rank in range(2)}
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")  # srun's tasks of one job step
+    srun = {new_process_run_dir() for task in range(2)}
+    assert len(torchrun) == len(srun) == 1 and torchrun != srun

@@ -9,9 +9,12 @@ the sweep launcher, a Hydra plugin, uses it.
 """
 
 import csv
+import functools
+import hashlib
 import json
 import logging
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Sequence
@@ -67,7 +70,7 @@ class RunDir:
         """The config the run was trained with, as composed (interpolations unresolved)."""
         if not self.config_file.is_file():
             raise FileNotFoundError(
-                f"{self.config_file} is missing: is {self.path} a run directory (outputs/runs/<date>/<time>)?"
+                f"{self.config_file} is missing: is {self.path} a run directory (outputs/runs/<date>/<time>-<id>)?"
             )
         return OmegaConf.load(self.config_file)
 
@@ -152,6 +155,22 @@ class RunDir:
         target = self.path.with_name(f"{self.path.name}.replaced-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
         self.path.rename(target)
         return target
+
+
+# -- a new run's name ---------------------------------------------------------------------------
+@functools.cache
+def launch_id() -> str:
+    """Six hex digits after the time in a new run's (or sweep's, or evaluation's) directory name,
+    ``<date>/<time>-<id>-<id>`` (the ``${launch_id:}`` of ``conf/``), so that two runs started in the same
+    second get two directories. Every process of one launch gets the same id: torchrun's run id or a
+    SLURM job step's ids, hashed; otherwise a random one, drawn once per process. (Lightning's own
+    DDP launcher hands its processes the first one's directory.)"""
+    shared = os.environ.get("TORCHELASTIC_RUN_ID")
+    if not shared and os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_STEP_ID"):
+        shared = f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
+    if shared:
+        return hashlib.sha256(shared.encode()).hexdigest()[:6]
+    return secrets.token_hex(3)
 
 
 # -- results.json: one schema ------------------------------------------------------------------

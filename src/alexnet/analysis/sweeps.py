@@ -1,7 +1,7 @@
 """Summarise a sweep: per-configuration mean ± std over seeds, differences to the paper's
 configuration with 95% confidence intervals, the paper's own claims beside them, and plots.
 
-    python src/report.py outputs/multiruns/<date>/<time>
+    python src/report.py outputs/multiruns/<date>/<time>-<id>
 
 Reads every job's ``results.json`` (and ``.hydra/overrides.yaml``) under the sweep directory and
 writes ``report.md``, ``runs.csv`` and PNG plots next to them. Failed and unfinished jobs are

@@ -37,11 +37,11 @@ class ModelSummary(RichModelSummary):
 
     def __init__(self, max_depth: int = 1, input_size: int = 227, **summarize_kwargs) -> None:
         super().__init__(max_depth, **summarize_kwargs)
-        self.input_size = input_size
+        self.depth, self.input_size = max_depth, input_size
         self._flops: dict[str, int] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self._max_depth:
+        if trainer.is_global_zero and self.depth:
             by_layer = mult_adds_by_layer(pl_module.net, self.input_size)
             self._flops = {f"net.{name}": 2 * macs for name, macs in by_layer.items()}
         super().on_fit_start(trainer, pl_module)
