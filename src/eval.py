@@ -4,7 +4,8 @@ A checkpoint inside a run directory is evaluated as that run trained it: the run
 are composed first (its data, its switches), then this command line's, and the network is built
 from the run's saved config. An override here that would change that network is an error.
 Evaluation is ``Trainer.test`` (or ``validate``) with the system's own metrics, so the numbers
-are those training reports, on as many devices and at the precision the config says.
+are those training reports, at the precision the config says, on the devices this command line
+asks for: not the run's (``trainer.devices=8`` on a laptop), one by default.
 
 Prints top-1/top-5 error and writes eval.json and per_class.csv into outputs/evals/<date>/<time>-<id>.
 Checkpoints load as tensors only (no pickled code runs).
@@ -26,6 +27,7 @@ from alexnet.rundir import RunDir
 from alexnet.training.fit import end_process_group
 
 log = logging.getLogger("eval")
+MACHINE = ("trainer.accelerator=", "trainer.devices=", "trainer.num_nodes=", "trainer.strategy=")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
@@ -56,6 +58,15 @@ def main(cfg: DictConfig) -> None:
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
     exit_1_when_a_process_fails()
+    if run and machine_overrides(run) and trainer.is_global_zero:
+        log.info(
+            "Evaluating on this machine: %d %s process(es), not as %s trained (%s); pass trainer.devices=... "
+            "(and trainer.accelerator=...) to choose",
+            trainer.world_size,
+            type(trainer.accelerator).__name__.removesuffix("Accelerator"),
+            run,
+            " ".join(machine_overrides(run)),
+        )
     evaluation = evaluate(trainer, system, datamodule, cfg.split)  # every rank: it syncs
     end_process_group()  # the last collective is done
     if not trainer.is_global_zero:
@@ -102,13 +113,21 @@ def network_as_trained(cfg: DictConfig, run: RunDir) -> DictConfig:
 
 def eval_arguments(argv: list[str]) -> list[str]:
     """For a checkpoint inside a run directory: the run's own overrides, then this command line's
-    (so the data and switches default to the run's)."""
+    (so the data and switches default to the run's), less the run's machine (:func:`machine_overrides`)."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")]
     run = RunDir.of_checkpoint(Path(given[-1])) if given and Path(given[-1]).is_file() else None
     if run is None:
         return argv
+    own = [o for o in run.overrides() if not o.startswith("hydra.") and o not in machine_overrides(run)]
     # Idempotent: a DDP child process gets this process's argv, the run's overrides already in it.
-    return [*(o for o in run.overrides() if not o.startswith("hydra.") and o not in argv), *argv]
+    return [*(o for o in own if o not in argv), *argv]
+
+
+def machine_overrides(run: RunDir) -> list[str]:
+    """The run's overrides that chose its machine (``trainer.accelerator``, ``devices``, ``num_nodes``,
+    ``strategy``): a run trained on 8 GPUs is evaluated on what this machine has, unless this
+    command line says otherwise."""
+    return [o for o in run.overrides() if o.lstrip("+~").startswith(MACHINE)]
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 train -> eval (one process and two) -> visualize -> resume."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,23 @@ def test_eval_on_two_processes_gives_the_same_numbers_as_on_one(run_dir, evaluat
     assert two["world_size"] == 2
     assert [two[k] for k in ("images", "err1", "err5")] == [one[k] for k in ("images", "err1", "err5")]
     assert (two_out / "per_class.csv").read_text() == (one_out / "per_class.csv").read_text()  # every class
+
+
+@pytest.mark.slow
+def test_eval_of_a_run_trained_on_8_gpus_evaluates_on_this_machine_and_says_so(run_dir, tmp_path):
+    gpu_run = tmp_path / "gpu-run"  # the run, as if started with trainer.accelerator=gpu trainer.devices=8
+    shutil.copytree(run_dir, gpu_run)
+    saved = gpu_run / ".hydra" / "overrides.yaml"
+    kept = [o for o in OmegaConf.load(saved) if not o.startswith("trainer.accelerator=")]
+    OmegaConf.save(OmegaConf.create([*kept, "trainer.accelerator=gpu", "trainer.devices=8"]), saved)
+    best = gpu_run / "checkpoints" / Path(results(run_dir)["best_checkpoint"]).name
+    args = [str(SRC / "eval.py"), f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'eval'}"]
+    result = run_script(args, tmp_path, env=TESTS_ON_PATH)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluated["world_size"] == 1 and evaluated["err1"] == results(run_dir)["test"]["err1"]
+    said = "Evaluating on this machine: 1 CPU process(es), not as"
+    assert said in result.stdout and "(trainer.accelerator=gpu trainer.devices=8)" in result.stdout
 
 
 @pytest.mark.slow
