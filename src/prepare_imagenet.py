@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.format == "shards":
         from alexnet.data.base import usable_cores
-        from alexnet.data.imagenet.shards import write_shards
+        from alexnet.data.imagenet.shards import size, write_shards
 
         shards = args.shards or args.root / "shards"
         archives = [args.archives / name for name in (TRAIN_TAR, VAL_TAR, DEVKIT)]
@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             args.root, shards, args.side, args.quality, args.workers or usable_cores(), archives=archives
         )
         print(written.summary())
+        tree = sum(split.source_bytes for split in written.splits.values())
+        print(
+            f"The shards hold every image that data.format=shards trains and evaluates on: the file tree they "
+            f"were written from, {args.root / 'train'} and {args.root / 'val'} ({size(tree)}), may now be deleted "
+            f"(keep it for data.format=folder, or to write the shards again at another --side or --quality)"
+        )
         command += " data.format=shards" + (f" data.shards={shards}" if args.shards else "")
         command += f" data.resize={args.side}" if args.side != SIDE else ""
     print(f"train with: {command}")

@@ -70,6 +70,8 @@ def test_preparation_writes_shards_reports_what_it_wrote_and_the_bad_file(prepar
     assert f"train: {train_images} images in " in out and "1 file(s) left out" in out and "val: 12 images" in out
     assert "1 bad image file(s) left out" in out and f"train/{WNIDS[0]}/{WNIDS[0]}_cut.JPEG: " in out
     assert "of the archives" in out and "data.format=shards" in out and f"data.resize={SIDE}" in out
+    assert f"the file tree they were written from, {root / 'train'} and {root / 'val'} (" in out
+    assert "may now be deleted" in out
     record = read_prepared(root / "shards")
     assert record["side"] == SIDE and record["splits"]["train"]["images"] == train_images
     assert record["splits"]["train"]["bytes"] > 0 and record["splits"]["val"]["skipped"] == []
@@ -287,3 +289,30 @@ def test_device_decoding_of_shards_gives_the_loaders_batches(prepared):
     images, _ = device.on_before_batch_transfer((raw, raw_labels), 0)
     assert images.shape == expected.shape == (12, 3, 32, 32)
     assert (images.int() - expected.int()).abs().max() <= 1  # TorchCodec and simplejpeg: both libjpeg-turbo
+
+
+def test_files_that_fail_to_decode_are_reported_by_the_writers_without_reading_the_shards_back(tmp_path, monkeypatch):
+    """A PNG cut short, named .JPEG: its header passes the scan, its pixels do not decode. The writer
+    processes say so themselves; nothing is read back from the written shards (on ImageNet, 25 GB)."""
+    from litdata import StreamingDataset
+    from PIL import Image
+
+    from alexnet.data.imagenet.prepare import prepare
+    from alexnet.data.imagenet.shards import write_shards
+
+    write_archives(tmp_path / "archives", train_per_class=4)
+    root = tmp_path / "imagenet"
+    prepare(tmp_path / "archives", root, log=lambda *_: None)
+    png = io.BytesIO()
+    Image.effect_noise((64, 48), 60).convert("RGB").save(png, "PNG")
+    (root / "train" / WNIDS[1] / "broken.JPEG").write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
+    read_back = []
+    monkeypatch.setattr(StreamingDataset, "__getitem__", lambda self, index: read_back.append(index))
+    report = write_shards(root, root / "shards", side=SIDE, workers=2, part_size=5, log=lambda *_: None)
+    assert read_back == []
+    train = report.splits["train"]
+    assert train.images == 3 * 4  # three parts of 5 images, one left out
+    assert [(Path(path).name, reason.split(":")[0]) for path, reason in train.skipped] == [
+        ("broken.JPEG", "unreadable")
+    ]
+    assert read_prepared(root / "shards")["splits"]["train"]["skipped"] == [list(s) for s in train.skipped]

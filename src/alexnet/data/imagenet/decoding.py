@@ -8,6 +8,7 @@ resampling.
 
 import io
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -128,16 +129,25 @@ def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.T
     return [_decode_jpeg(t.numpy().tobytes(), None).to(device) for t in data]
 
 
-def encode_square(sample: tuple[Path, int, str], side: int, quality: int) -> dict[str, Any] | None:
+def encode_square(
+    sample: tuple[Path, int, str], side: int, quality: int, failures: Path | None = None
+) -> dict[str, Any] | None:
     """One image file -> ``{"image", "label", "name"}``, the image being its central square at
     ``side``×``side``, JPEG-encoded once (§2, the shard writer's work); None for a file that cannot
-    be decoded. (Here, not in :mod:`.shards`: the writer's worker processes import only this.)"""
+    be decoded, which is recorded with the reason as a line ``<path>\t<reason>`` in
+    ``<failures>/<pid>.tsv`` (one file per worker process, so no two write one file). (Here, not
+    in :mod:`.shards`: the writer's worker processes import only this.)"""
     path, label, name = sample
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)  # a forked worker: one thread each (as DataLoader workers), no OpenMP pool
     try:
         image = decode(path, side, square=True)
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        if failures is not None:
+            failures.mkdir(parents=True, exist_ok=True)
+            reason = " ".join(f"unreadable: {err}".split())  # one line, no tabs
+            with open(failures / f"{os.getpid()}.tsv", "a") as f:
+                f.write(f"{path}\t{reason}\n")
         return None
     pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
     # 4:2:0, as most of ImageNet's own JPEGs: against 4:4:4, 22% fewer bytes and a third less decoding

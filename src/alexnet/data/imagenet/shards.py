@@ -40,11 +40,10 @@ from typing import Any
 import numpy as np
 import simplejpeg
 import torch
-from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from alexnet.data.base import DataError
-from alexnet.data.imagenet.decoding import decode, encode_square
+from alexnet.data.imagenet.decoding import encode_square
 from alexnet.data.imagenet.folder import list_samples, read_classes
 from alexnet.data.imagenet.scan import find_bad_images_cached
 from alexnet.data.imagenet.transforms import mix
@@ -187,25 +186,31 @@ def write_split(
         parts.append(part)
         if (part / ".complete").is_file():
             continue
-        if part.exists():
-            shutil.rmtree(part)  # an interrupted part is written again
+        for unfinished in (part, failures_of(part)):  # an interrupted part is written again
+            if unfinished.exists():
+                shutil.rmtree(unfinished)
         chunk = inputs[start : start + part_size]
         optimize_part(chunk, part, side, quality, workers)
         (part / ".complete").write_text(str(len(chunk)))
         log(f"{folder.name}: part {k + 1} of {-(-len(inputs) // part_size)} written ({start + len(chunk):,} images)")
+    # The writers listed what they could not decode (no second pass over the written images).
+    failed = [tuple(line.split("\t", 1)) for part in parts for line in read_failures(failures_of(part))]
     if len(parts) == 1:
         parts[0].rename(target)
     else:
         merge_datasets([str(p) for p in parts], str(target))
     shutil.rmtree(parts_dir, ignore_errors=True)
 
-    stored = read_names(target)
-    failed = sorted(set(name for *_, name in inputs) - set(stored))
-    by_name = {name: path for path, _, name in inputs}
-    skipped = [(str(p), r) for p, r in bad] + [(str(by_name[n]), failure(by_name[n])) for n in failed]
     index = json.loads((target / "index.json").read_text())
+    stored = sum(c["chunk_size"] for c in index["chunks"])  # items per chunk
+    if stored != len(inputs) - len(failed):
+        raise DataError(
+            f"{target}: {stored:,} images written, but {len(inputs):,} were given and {len(failed)} failed; "
+            f"delete {target} and run the preparation again"
+        )
+    skipped = [(str(p), r) for p, r in bad] + sorted(failed)
     report = SplitReport(
-        images=len(stored),
+        images=stored,
         shards=len(index["chunks"]),
         bytes=sum(c["chunk_bytes"] for c in index["chunks"]),
         source_bytes=sum(p.stat().st_size for p, _ in samples),
@@ -222,7 +227,7 @@ def optimize_part(inputs: list, part: Path, side: int, quality: int, workers: in
     from litdata import optimize
 
     optimize(
-        fn=partial(encode_square, side=side, quality=quality),
+        fn=partial(encode_square, side=side, quality=quality, failures=failures_of(part)),
         inputs=inputs,
         output_dir=str(part),
         chunk_bytes=CHUNK_BYTES,
@@ -235,20 +240,16 @@ def optimize_part(inputs: list, part: Path, side: int, quality: int, workers: in
     )
 
 
-def failure(path: Path) -> str:
-    """Why a file that passed the scan still failed to decode."""
-    try:
-        decode(path, SIDE, square=True)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        return f"unreadable: {err}"
-    return "unreadable"
+def failures_of(part: Path) -> Path:
+    """Where the writers of ``part`` list the files they could not decode (beside it, not in it:
+    litdata owns the part's folder)."""
+    return part.with_name(f"{part.name}.failed")
 
 
-def read_names(target: Path) -> list[str]:
-    from litdata import StreamingDataset
-
-    store = StreamingDataset(str(target))
-    return [store[i]["name"] for i in range(len(store))]
+def read_failures(folder: Path) -> list[str]:
+    """The lines ``<path>\t<reason>`` the writers of a part recorded (:func:`encode_square`)."""
+    files = sorted(folder.glob("*.tsv")) if folder.is_dir() else []
+    return [line for f in files for line in f.read_text().splitlines()]
 
 
 def write_prepared(out: Path, report: ShardReport) -> None:
