@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> None:
         cfg.trainer, "trainer", logger=False, callbacks=bar, default_root_dir=str(out), sync_batchnorm=False
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
-    exit_1_when_a_process_fails()
+    exit_1_when_a_process_fails(trainer)
     if run and machine_overrides(run) and trainer.is_global_zero:
         log.info(
             "Evaluating on this machine: %d %s process(es), not as %s trained (%s); pass trainer.devices=... "

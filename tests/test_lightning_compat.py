@@ -91,5 +91,28 @@ def test_the_ddp_process_observer_can_still_be_told_to_exit_1():
     child.wait()
     observer = observer_class(main_pid=0, child_processes=[child])
     assert observer._child_processes == [child] and observer._termination_signal, UPGRADED
-    lightning_compat.exit_1_when_a_process_fails()  # what every run does (so perhaps done already here)
+    lightning_compat.exit_1_when_a_process_fails(L.Trainer(logger=False))  # every run does (perhaps already here)
     assert observer_class._terminate_all is lightning_compat._stop_the_others_then_exit_1
+
+
+def test_the_observer_exits_1_for_a_failed_process_and_stands_down_while_this_one_stops(monkeypatch):
+    """A child that failed on its own: the others are stopped and this process exits 1. Children that
+    this process killed itself (Lightning does on Ctrl-C, once ``trainer.interrupted`` is set): nothing,
+    so that this process goes on to record the interrupt and exit 130."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerStatus
+
+    from alexnet import lightning_compat
+
+    exits, signals = [], []
+    monkeypatch.setattr(lightning_compat.os, "_exit", exits.append)
+    child = SimpleNamespace(pid=1, returncode=1, send_signal=signals.append)
+    observer = SimpleNamespace(_child_processes=[child], _termination_signal=9)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    lightning_compat.exit_1_when_a_process_fails(trainer)
+    lightning_compat._stop_the_others_then_exit_1(observer)
+    assert (exits, signals) == ([1], [9])
+    trainer.state.status = TrainerStatus.INTERRUPTED  # what Lightning sets first on Ctrl-C or an error here
+    lightning_compat._stop_the_others_then_exit_1(observer)
+    assert (exits, signals) == ([1], [9])  # nothing more

@@ -8,6 +8,7 @@ with the installed version's number if an upgrade removes what is used here.
 import logging
 import os
 import sys
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -62,7 +63,7 @@ def set_logging_step(trainer: L.Trainer, step: int) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped = step
 
 
-def exit_1_when_a_process_fails() -> None:
+def exit_1_when_a_process_fails(trainer: L.Trainer) -> None:
     """Make a run under Lightning's own DDP launcher exit with code 1 when one of its processes fails.
 
     A thread of rank 0 (``_ChildProcessObserver``) checks ranks 1…N-1 every 5 s; when one has exited
@@ -70,11 +71,21 @@ def exit_1_when_a_process_fails() -> None:
     -9 (137 in a shell), or 1 when rank 0 failed first on the broken connection: a race. Here the
     thread stops the others as before, then ends rank 0 with code 1 (``os._exit``, as abrupt as the
     kill was: checkpoints and ``results.json`` are written by rename, so none is left half-written;
-    the failed rank has written ``results.json``). For every run in this process; idempotent."""
+    the failed rank has written ``results.json``). It stands down when ``trainer`` is stopping on its
+    own (Ctrl-C, an error on rank 0: ``trainer.interrupted``, set before Lightning kills the others),
+    so that rank 0 records that and exits with its own code (130, 1)."""
+    global _watched
+    _watched = weakref.ref(trainer)
     _ChildProcessObserver._terminate_all = _stop_the_others_then_exit_1
 
 
+_watched: "weakref.ref[L.Trainer] | None" = None  # the trainer of this process's current run
+
+
 def _stop_the_others_then_exit_1(observer: _ChildProcessObserver) -> None:
+    trainer = _watched() if _watched is not None else None
+    if trainer is not None and trainer.interrupted:
+        return  # rank 0 is stopping already, and stops the others itself
     for process in observer._child_processes:
         process.send_signal(observer._termination_signal)
     failed = {p.pid: p.returncode for p in observer._child_processes if p.returncode}

@@ -175,7 +175,7 @@ def build_trainer(cfg: DictConfig, system: L.LightningModule) -> L.Trainer:
         cfg.trainer, "trainer", callbacks=callbacks, logger=False, sync_batchnorm=False, **strategy
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
-    exit_1_when_a_process_fails()
+    exit_1_when_a_process_fails(trainer)
     batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
     has_batchnorm = any(isinstance(m, batchnorms) for m in system.modules())
     if cfg.trainer.sync_batchnorm and has_batchnorm and trainer.world_size > 1 and not strategy:
