@@ -161,7 +161,7 @@ class RunDir:
 @functools.cache
 def launch_id() -> str:
     """Six hex digits after the time in a new run's (or sweep's, or evaluation's) directory name,
-    ``<date>/<time>-<id>-<id>`` (the ``${launch_id:}`` of ``conf/``), so that two runs started in the same
+    ``<date>/<time>-<id>`` (the ``${launch_id:}`` of ``conf/``), so that two runs started in the same
     second get two directories. Every process of one launch gets the same id: torchrun's run id or a
     SLURM job step's ids, hashed; otherwise a random one, drawn once per process. (Lightning's own
     DDP launcher hands its processes the first one's directory.)"""
