@@ -58,14 +58,15 @@ def main(cfg: DictConfig) -> None:
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
     exit_1_when_a_process_fails(trainer)
-    if run and machine_overrides(run) and trainer.is_global_zero:
+    trained_on = [o for o in run.overrides() if chooses_machine(o)] if run else []
+    if trained_on and trainer.is_global_zero:
         log.info(
             "Evaluating on this machine: %d %s process(es), not as %s trained (%s); pass trainer.devices=... "
             "(and trainer.accelerator=...) to choose",
             trainer.world_size,
             type(trainer.accelerator).__name__.removesuffix("Accelerator"),
             run,
-            " ".join(machine_overrides(run)),
+            " ".join(trained_on),
         )
     evaluation = evaluate(trainer, system, datamodule, cfg.split)  # every rank: it syncs
     end_process_group()  # the last collective is done
@@ -113,21 +114,20 @@ def network_as_trained(cfg: DictConfig, run: RunDir) -> DictConfig:
 
 def eval_arguments(argv: list[str]) -> list[str]:
     """For a checkpoint inside a run directory: the run's own overrides, then this command line's
-    (so the data and switches default to the run's), less the run's machine (:func:`machine_overrides`)."""
+    (so the data and switches default to the run's), less those that chose the run's machine."""
     given = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")]
     run = RunDir.of_checkpoint(Path(given[-1])) if given and Path(given[-1]).is_file() else None
     if run is None:
         return argv
-    own = [o for o in run.overrides() if not o.startswith("hydra.") and o not in machine_overrides(run)]
+    own = [o for o in run.overrides() if not o.startswith("hydra.") and not chooses_machine(o)]
     # Idempotent: a DDP child process gets this process's argv, the run's overrides already in it.
     return [*(o for o in own if o not in argv), *argv]
 
 
-def machine_overrides(run: RunDir) -> list[str]:
-    """The run's overrides that chose its machine (``trainer.accelerator``, ``devices``, ``num_nodes``,
-    ``strategy``): a run trained on 8 GPUs is evaluated on what this machine has, unless this
-    command line says otherwise."""
-    return [o for o in run.overrides() if o.lstrip("+~").startswith(MACHINE)]
+def chooses_machine(override: str) -> bool:
+    """``trainer.accelerator``, ``devices``, ``num_nodes`` or ``strategy``: a run trained on 8 GPUs is
+    evaluated on what this machine has, unless this command line says otherwise."""
+    return override.lstrip("+~").startswith(MACHINE)
 
 
 if __name__ == "__main__":

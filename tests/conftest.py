@@ -15,6 +15,8 @@ CONF = ROOT / "conf"
 
 # Tests never reach the network; the few that check W&B switch it to offline themselves.
 os.environ["WANDB_MODE"] = "disabled"
+# For a run under test that plants a fault (+callbacks.x._target_=planted.<Class>): tests/planted.py importable.
+TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests")}
 
 
 def share_the_cores() -> None:

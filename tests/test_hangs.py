@@ -17,7 +17,7 @@ import pytest
 import torch.distributed as dist
 
 from alexnet.training.hangs import failed_collective
-from conftest import ROOT, run_script
+from conftest import ROOT, TESTS_ON_PATH, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
 # The design command on 2 CPU processes, default callbacks and loggers, shortened.
@@ -31,7 +31,7 @@ HUNG = [
     "model.width=0.25",
     "+callbacks.hang._target_=planted.MismatchedCollectivesAt",
 ]
-ENV = {"PYTHONPATH": str(ROOT / "tests"), "ALEXNET_TEST_HANG_STEP": "1"}
+ENV = {**TESTS_ON_PATH, "ALEXNET_TEST_HANG_STEP": "1"}
 
 
 def leftovers(marker: str) -> list[str]:

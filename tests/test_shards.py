@@ -15,8 +15,8 @@ import torch
 
 from alexnet.data import DataError, ImageNetDataModule
 from alexnet.data.imagenet.shards import collate_crops, crop_and_flip, read_prepared, shard_loader, train_shards
-from conftest import ROOT, run_script
-from test_faults import TESTS_ON_PATH, assert_same_run, ddp_stage, finish, results, train_cli
+from conftest import ROOT, TESTS_ON_PATH, run_script
+from test_faults import assert_same_run, ddp_stage, finish, results, train_cli
 from test_imagenet import WNIDS, add_to_tar, bad_files, jpeg_bytes, photo_tiles, prepare_script, write_archives
 
 SIDE = 40  # the stored squares' side (the paper's 256, shrunk for speed); crops of 32

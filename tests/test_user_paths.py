@@ -3,17 +3,22 @@ train -> eval (one process and two) -> visualize -> resume."""
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_script
+from conftest import ROOT, TESTS_ON_PATH, run_script
 
 SRC = ROOT / "src"
 SWITCHES = ["norm=none", "activation=tanh", "dropout=none", "model.width=0.25"]
-# planted.SpoilLastEpoch (tests/ on the path) makes the last epoch the worst: best and last differ.
-SPOIL, TESTS_ON_PATH = "+callbacks.spoil._target_=planted.SpoilLastEpoch", {"PYTHONPATH": str(ROOT / "tests")}
+SPOIL = "+callbacks.spoil._target_=planted.SpoilLastEpoch"  # the last epoch the worst: best and last differ
+
+
+def as_user(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python <args>`` in ``cwd``, as a user runs it; tests/ on the path for the run's planted callback."""
+    return run_script(args, cwd, env=TESTS_ON_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +26,7 @@ def run_dir(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("user-paths")
     shorter = ["trainer.max_epochs=2", "trainer.limit_train_batches=8", "trainer.accelerator=cpu", "data.batch_size=64"]
     args = [*SWITCHES, *shorter, "callbacks.conv1_filters.every_n_epochs=1", SPOIL, "hydra.run.dir=run"]
-    result = run_script([str(SRC / "train.py"), *args], cwd, env=TESTS_ON_PATH)
+    result = as_user([str(SRC / "train.py"), *args], cwd)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     val = results(cwd / "run")["val"]
     assert val["best"]["epoch"] == 0 and val["final"]["err1"] > 0.9, val  # the tests below can tell best from last
@@ -37,7 +42,7 @@ def evaluate(run_dir: Path, *overrides: str) -> tuple[dict, Path]:
     best = results(run_dir)["best_checkpoint"]
     out = run_dir.parent / f"eval-{len(list(run_dir.parent.glob('eval-*')))}"
     args = [str(SRC / "eval.py"), f"ckpt_path={best}", f"hydra.run.dir={out}", *overrides]
-    result = run_script(args, run_dir.parent, env=TESTS_ON_PATH)
+    result = as_user(args, run_dir.parent)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return json.loads((out / "eval.json").read_text()), out
 
@@ -85,7 +90,7 @@ def test_eval_of_a_run_trained_on_8_gpus_evaluates_on_this_machine_and_says_so(r
     OmegaConf.save(OmegaConf.create([*kept, "trainer.accelerator=gpu", "trainer.devices=8"]), saved)
     best = gpu_run / "checkpoints" / Path(results(run_dir)["best_checkpoint"]).name
     args = [str(SRC / "eval.py"), f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'eval'}"]
-    result = run_script(args, tmp_path, env=TESTS_ON_PATH)
+    result = as_user(args, tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluated["world_size"] == 1 and evaluated["err1"] == results(run_dir)["test"]["err1"]
@@ -103,9 +108,7 @@ def test_eval_of_the_validation_split_reproduces_the_best_epochs_validation_erro
 @pytest.mark.slow
 def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
     best = results(run_dir)["best_checkpoint"]
-    result = run_script(
-        [str(SRC / "eval.py"), f"ckpt_path={best}", "activation=relu"], run_dir.parent, env=TESTS_ON_PATH
-    )
+    result = as_user([str(SRC / "eval.py"), f"ckpt_path={best}", "activation=relu"], run_dir.parent)
     assert result.returncode != 0
     assert "activation=relu would change the network of" in result.stderr and "drop the override" in result.stderr
 
@@ -113,17 +116,13 @@ def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
 @pytest.mark.slow
 def test_visualize_then_resume_continue_the_same_run(run_dir):
     visualize = [str(SRC / "visualize.py"), f"run={run_dir}", "wandb_mode=disabled"]
-    shown = run_script(visualize, run_dir.parent, env=TESTS_ON_PATH)
+    shown = as_user(visualize, run_dir.parent)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert (run_dir / "visuals" / "confusion.png").stat().st_size > 0 and "best-epoch" in shown.stdout
-    last = run_script(
-        [*visualize, "checkpoint=last"], run_dir.parent, env=TESTS_ON_PATH
-    )  # a path: tests/test_rundir.py
+    last = as_user([*visualize, "checkpoint=last"], run_dir.parent)  # a path: tests/test_rundir.py
     assert last.returncode == 0 and "last.ckpt" in last.stdout, last.stderr[-3000:]
 
-    resumed = run_script(
-        [str(SRC / "train.py"), f"resume={run_dir}", "trainer.max_epochs=3"], run_dir.parent, env=TESTS_ON_PATH
-    )
+    resumed = as_user([str(SRC / "train.py"), f"resume={run_dir}", "trainer.max_epochs=3"], run_dir.parent)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     after = results(run_dir)
     assert after["status"] == "finished" and after["epochs"] == 3

@@ -47,6 +47,7 @@ from alexnet.data.imagenet.decoding import encode_square
 from alexnet.data.imagenet.folder import list_samples, read_classes
 from alexnet.data.imagenet.scan import find_bad_images_cached
 from alexnet.data.imagenet.transforms import mix
+from alexnet.files import write_atomically
 
 PREPARED = "prepared.json"
 SIDE = 256  # §2: the shorter side to 256, then the central 256×256 patch
@@ -253,9 +254,7 @@ def read_failures(folder: Path) -> list[str]:
 
 
 def write_prepared(out: Path, report: ShardReport) -> None:
-    tmp = out / (PREPARED + ".part")
-    tmp.write_text(json.dumps(asdict(report), indent=1))
-    tmp.replace(out / PREPARED)
+    write_atomically(out / PREPARED, json.dumps(asdict(report), indent=1))
 
 
 def read_prepared(location: str | Path) -> dict | None:
