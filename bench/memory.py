@@ -74,7 +74,7 @@ def run(device: torch.device) -> list[Result]:
     python = sys.executable
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        floor = peak_mb([python, "-c", "import alexnet.training.fit"])
+        floor = peak_mb([python, "-c", "import alexnet.run.train"])
         train = peak_mb([python, "src/train.py", "trainer.max_epochs=2", "logger=csv", f"paths.log_dir={tmp}"])
         results.append(
             Result(

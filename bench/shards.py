@@ -45,7 +45,8 @@ def shard_loaders(root: Path):
 
 
 def prepare(root: Path) -> dict:
-    from alexnet.data.imagenet.shards import read_prepared, write_shards
+    from alexnet.data.imagenet.shard_writer import write_shards
+    from alexnet.data.imagenet.shards import read_prepared
 
     write_shards(root, root / "shards", SIDE, QUALITY, workers=1, log=lambda *_: None)
     return read_prepared(root / "shards")
@@ -146,7 +147,7 @@ def write_square_shards(root: Path, images: int, workers: int) -> None:
     import simplejpeg
     from sklearn.datasets import load_sample_images
 
-    from alexnet.data.imagenet.shards import optimize_part
+    from alexnet.data.imagenet.shard_writer import optimize_part
 
     photos = load_sample_images().images
     folder = root / "squares"

@@ -4,7 +4,7 @@ Streams the official archives into <root>/train/<wnid>/, <root>/val/<wnid>/ and 
 resumes where an interrupted run stopped, and checks the counts (alexnet/data/imagenet/prepare.py).
 With --format shards it then writes the paper's representation (§2: every image's central square
 at 256×256, JPEG-encoded once) into litdata shards at <root>/shards, in parallel and resumably
-(alexnet/data/imagenet/shards.py); train on them with data.format=shards.
+(alexnet/data/imagenet/shard_writer.py); train on them with data.format=shards.
 """
 
 import argparse
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.format == "shards":
         from alexnet.data.base import usable_cores
-        from alexnet.data.imagenet.shards import size, write_shards
+        from alexnet.data.imagenet.shard_writer import size, write_shards
 
         shards = args.shards or args.root / "shards"
         archives = [args.archives / name for name in (TRAIN_TAR, VAL_TAR, DEVKIT)]

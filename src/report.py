@@ -1,4 +1,4 @@
-"""Summarise a sweep directory into report.md, runs.csv and plots (see alexnet/analysis/sweeps.py).
+"""Summarise a sweep directory into report.md, runs.csv and plots (see alexnet/run/sweep.py).
 
 python src/report.py outputs/multiruns/<date>/<time>-<id> [--wandb auto|online|offline|disabled]
 """
@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alexnet.analysis.sweeps import log_to_wandb, write_report
+from alexnet.run.sweep import report_sweep
 from alexnet.training.loggers import wandb_mode
 
 
@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    written = write_report(args.sweep_dir)
-    mode = wandb_mode(args.wandb)
-    if mode != "disabled":
-        log_to_wandb(args.sweep_dir, written, mode)
+    written = report_sweep(args.sweep_dir, wandb_mode(args.wandb))
     print(written["report"].read_text())
     for path in written.values():
         print(f"wrote {path}")

@@ -8,14 +8,14 @@ Takes the same overrides as src/train.py.
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.config import build, validate
+from alexnet.config import validate
 from alexnet.models.layer_table import print_summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    validate(cfg)
-    print_summary(build(cfg.model, "model"), cfg.model.input_size)
+    _, system = validate(cfg)
+    print_summary(system.net, cfg.model.input_size)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.training.fit import train
-from alexnet.training.resume import resume_arguments
+from alexnet.run.recover import resume_arguments
+from alexnet.run.train import train
 
 # Lightning 2.6's own pytree helper warns on every run with this torch; nothing for a user to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

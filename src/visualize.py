@@ -2,29 +2,34 @@
 
 Writes <run>/visuals/: conv1's kernels per column, per-class errors (CSV), the confusion matrix,
 test predictions with their top-5, and fc7 nearest neighbours, from the run's best checkpoint.
-The errors come from the same evaluation as training's (``Trainer.test`` with the system's metrics).
+The network, data and trainer are the run's own (its config recovered: :mod:`alexnet.run.recover`),
+on one device of this machine. The errors come from the same evaluation as training's
+(``Trainer.test`` with the system's metrics).
 """
 
 import hydra
-import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from alexnet.analysis.evaluation import evaluate, load_any_checkpoint
 from alexnet.analysis.visuals import visualize_from_config
-from alexnet.config import build
-from alexnet.rundir import RunDir
+from alexnet.config import build, validate
+from alexnet.run.layout import RunDir
+from alexnet.run.recover import recover_config
+from alexnet.training.evaluation import evaluate, load_any_checkpoint
 from alexnet.training.loggers import wandb_logger
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="visualize")
 def main(args: DictConfig) -> None:
     run = RunDir(args.run)
-    cfg = run.config()
+    cfg = recover_config(run)
     checkpoint = run.checkpoint(args.checkpoint)
-    system = build(cfg.system, "system", net=build(cfg.model, "model"))
+    datamodule, system = validate(cfg)
     load_any_checkpoint(system.net, checkpoint)
-    datamodule = build(cfg.data, "data")
-    trainer = L.Trainer(accelerator=args.accelerator, devices=1, logger=False, default_root_dir=str(run.visuals))
+    with open_dict(cfg):  # the pictures are drawn by one process: this machine's device, not the run's
+        cfg.trainer.update(accelerator=args.accelerator, devices=1, num_nodes=1, strategy="auto")
+    trainer = build(
+        cfg.trainer, "trainer", logger=False, callbacks=[], default_root_dir=str(run.visuals), sync_batchnorm=False
+    )
     evaluation = evaluate(trainer, system, datamodule, "test")
     loggers = []
     if args.wandb_mode != "disabled":

@@ -7,9 +7,7 @@ also evaluates its checkpoint and resumes it (:func:`check_column_parallel_run`)
 """
 
 import copy
-import json
 import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from alexnet.config import ConfigError, build
+from alexnet.errors import ConfigError
 from alexnet.models import AlexNet
 from alexnet.models.columns import (
     ColumnParallelAlexNet,
@@ -26,7 +24,7 @@ from alexnet.models.columns import (
     exchange_report,
     whole_optimizer_state,
 )
-from conftest import ROOT, compose_config, run_script
+from conftest import compose_config
 
 # Each of the paper's switches that touches a column, in two networks: LRN with dropout after
 # fc6/fc7's ReLU and the flattened head (the paper), BatchNorm with dropout before and the GAP head.
@@ -177,33 +175,9 @@ def test_a_network_whose_units_do_not_split_evenly_is_refused_naming_the_value(s
 
 
 def test_devices_that_are_not_replicas_times_columns_fail_before_any_process_starts(tmp_path):
-    from alexnet.training.fit import train
+    from alexnet.run.train import train
 
     overrides = ["model.parallel=columns", "trainer.devices=3", "trainer.accelerator=cpu", "debug=smoke"]
-    with pytest.raises(ConfigError, match=r"trainer.devices=3 .* multiple of model.columns=2"):
+    with pytest.raises(ConfigError, match=r"trainer.devices × trainer.num_nodes=3 .* multiple of model.columns=2"):
         train(compose_config(overrides, tmp_path))
     assert not (tmp_path / "checkpoints").exists()
-
-
-def check_column_parallel_run(run_dir: Path, output: str) -> None:
-    """For tests/test_readme.py's run of the README's column-parallel command: it printed what it
-    moves, its checkpoint is the one-device network's state dict, ``eval.py`` gives its test numbers,
-    and ``resume=`` continues it."""
-    assert "Column-parallel exchanges per training step" in output and "conv3   conv2's maps" in output
-    results = json.loads((run_dir / "results.json").read_text())
-    best = Path(results["best_checkpoint"])
-    cfg = compose_config([o for o in results["overrides"] if not o.startswith(("hydra.", "paths."))])
-    one_device = build(cfg.model, "model")
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    one_device.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    eval_dir = run_dir.parents[2] / "column-eval"
-    evaluated = run_script(["src/eval.py", f"ckpt_path={best}", f"hydra.run.dir={eval_dir}"], cwd=ROOT, timeout=120)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    numbers = json.loads((eval_dir / "eval.json").read_text())
-    assert (numbers["err1"], numbers["err5"]) == (results["test"]["err1"], results["test"]["err5"])
-    assert numbers["world_size"] == 1  # the run's trainer.devices=2 is not carried over: the whole network, one process
-    epochs = len(results["history"])
-    resumed = run_script(["src/train.py", f"resume={run_dir}", f"trainer.max_epochs={epochs + 1}"], cwd=ROOT)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "finished" and len(results["history"]) == epochs + 1

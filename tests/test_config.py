@@ -6,7 +6,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet.config import ConfigError, build, validate
+from alexnet.config import build, validate
+from alexnet.errors import ConfigError
 from conftest import compose_config
 
 

@@ -2,14 +2,15 @@
 
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from alexnet.config import ConfigError
 from alexnet.data import CIFARDataModule, DataError, DigitsDataModule, per_device_batch_size
+from alexnet.errors import ConfigError
 
 
 def write_cifar(root: Path, name: str, per_file: int = 20, classes: int = 10) -> np.ndarray:
@@ -176,9 +177,17 @@ def test_wrong_class_count_is_caught_by_the_constructor(tmp_path):
 
 
 def test_global_batch_is_split_across_processes():
-    assert per_device_batch_size(128, 2) == 64
-    with pytest.raises(ValueError, match="data.batch_size=100 .* multiple of 3"):
-        per_device_batch_size(100, 3)
+    assert per_device_batch_size(128, processes(2)) == 64
+    assert per_device_batch_size(128, None) == 128  # no trainer: one process
+    with pytest.raises(ConfigError, match="data.batch_size=100 .* 3 processes .* multiple of 3"):
+        per_device_batch_size(100, processes(3))
+
+
+def processes(n: int) -> SimpleNamespace:
+    """A stand-in trainer of ``n`` data-parallel processes, as ``data_shard`` reads one."""
+    return SimpleNamespace(
+        world_size=n, strategy=SimpleNamespace(distributed_sampler_kwargs={"num_replicas": n, "rank": 0})
+    )
 
 
 def test_val_and_test_shards_cover_each_image_exactly_once_across_processes():

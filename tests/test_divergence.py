@@ -11,7 +11,8 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from alexnet.training.callbacks import Diverged, DivergenceGuard
+from alexnet.training.callbacks import DivergenceGuard
+from alexnet.training.stops import Diverged
 from alexnet.training.system import ClassificationSystem
 
 

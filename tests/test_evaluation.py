@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from alexnet.analysis.evaluation import evaluate
+from alexnet.training.evaluation import evaluate
 from alexnet.training.system import ClassificationSystem
 
 CLASSES, IMAGES = 7, 200

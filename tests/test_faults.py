@@ -4,24 +4,24 @@ Each run is ``python src/train.py`` in a subprocess; ``planted.SignalAt`` makes 
 itself a real signal (or raise) in the middle of a chosen training step.
 """
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from alexnet.errors import ConfigError
+from alexnet.run.layout import RunDir
+from alexnet.run.recover import recover_config, resume_arguments
 from alexnet.training.checkpoint_io import AtomicCheckpointIO
-from alexnet.training.resume import reconcile_config, resume_arguments
-from conftest import ROOT, TESTS_ON_PATH, compose_config, run_script
+from conftest import compose_config
+from helpers.runs import assert_same_run, ddp_stage, finish, results, train_cli
 
-TRAIN = str(ROOT / "src" / "train.py")
 # Three epochs of eight steps, a resume checkpoint every three steps and at each epoch start; the
 # default callbacks, loggers (W&B disabled by the environment) and pictures, as users run it.
 RUN = [
@@ -36,46 +36,12 @@ RUN = [
 ]
 
 
-def train_cli(args: list[str], cwd: Path, fault: tuple[str, int] | None = None, env: dict | None = None, rank=0):
-    extra = {**TESTS_ON_PATH, **(env or {})}
-    if fault:
-        extra.update(
-            ALEXNET_TEST_SIGNAL=fault[0], ALEXNET_TEST_SIGNAL_STEP=str(fault[1]), ALEXNET_TEST_SIGNAL_RANK=str(rank)
-        )
-    return run_script([TRAIN, *args], cwd=cwd, env=extra)
-
-
-def results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Same final weights (``resume.ckpt`` holds the state at the end), the same metrics file, the
-    same results (bar times and paths)."""
-    wa, wb = weights(a / "checkpoints" / "resume.ckpt"), weights(b / "checkpoints" / "resume.ckpt")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert (a / "csv" / "metrics.csv").read_text() == (b / "csv" / "metrics.csv").read_text()
-    ra, rb = results(a), results(b)
-    for key in ("status", "epochs", "val", "test", "history"):
-        assert ra[key] == rb[key], key
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("uninterrupted")
     result = train_cli([*RUN, "hydra.run.dir=run"], cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd / "run"
-
-
-def finish(run_dir: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
-    result = train_cli([f"resume={run_dir}", *extra], cwd)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -204,21 +170,6 @@ def test_slurm_warning_signals_requeue_and_each_requeued_job_resumes_its_directo
 DDP = [*RUN, "trainer.devices=2", "data.batch_size=32"]
 
 
-def ddp_stage(
-    args: list[str], cwd: Path, marker: str, fault: tuple[str, int, int], env: dict | None = None
-) -> subprocess.CompletedProcess:
-    """A 2-process run (or resume) with ``fault`` = (signal or RAISE, step, rank); it must end within
-    seconds, leaving no process whose command line holds ``marker``."""
-    started = time.monotonic()
-    result = train_cli(args, cwd, fault=fault[:2], rank=fault[2], env=env)
-    elapsed = time.monotonic() - started
-    assert elapsed < 120, f"{fault} took {elapsed:.0f} s to stop"  # seconds, not the collective timeout
-    time.sleep(3 if fault[0] == "KILL" else 1)  # after a kill, rank 1 loses its connection to rank 0 and exits
-    leftover = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
-    assert not leftover, f"{fault}: orphan processes {leftover}"
-    return result
-
-
 @pytest.mark.slow
 def test_an_error_on_rank_0_of_two_ddp_processes_stops_both_quickly(tmp_path):
     """Rank 0 saves the state before the failed step alone: rank 1 waits in that step's collective.
@@ -304,7 +255,7 @@ def test_resume_of_a_directory_that_is_not_a_run_says_what_to_pass(tmp_path):
     ]
 
 
-def test_a_resumed_run_keeps_its_own_values_where_conf_changed_since(tmp_path):
+def test_a_resumed_run_keeps_its_own_values_where_conf_changed_since(tmp_path, caplog):
     started_with = compose_config(["norm=lrn"])
     (tmp_path / ".hydra").mkdir()
     saved = OmegaConf.masked_copy(started_with, [k for k in started_with if k != "hydra"])
@@ -313,6 +264,19 @@ def test_a_resumed_run_keeps_its_own_values_where_conf_changed_since(tmp_path):
     OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
 
     now = compose_config(["norm=lrn", "trainer.max_epochs=7"])  # conf/ says 0.9 now; max_epochs is asked for
-    changed = reconcile_config(now, tmp_path, ["trainer.max_epochs=7"])
-    assert changed == ["optimizer.momentum"]
+    recover_config(RunDir(tmp_path), now, ["trainer.max_epochs=7"])
     assert now.optimizer.momentum == 0.8 and now.trainer.max_epochs == 7
+    assert caplog.messages[-1].endswith("keeping the run's own values of: optimizer.momentum")
+
+
+def test_a_resumed_run_refuses_an_override_that_changes_its_network(tmp_path):
+    started_with = compose_config(["norm=lrn"])
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(
+        OmegaConf.masked_copy(started_with, [k for k in started_with if k != "hydra"]),
+        tmp_path / ".hydra" / "config.yaml",
+    )
+    now = compose_config(["norm=batchnorm"])
+    trained = r"\(model.norm: \{'_target_': 'alexnet.models.LocalResponseNorm'.* as trained"
+    with pytest.raises(ConfigError, match=rf"norm=batchnorm would change the network of .*{trained}"):
+        recover_config(RunDir(tmp_path), now, ["norm=batchnorm"])

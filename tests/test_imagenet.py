@@ -1,84 +1,27 @@
 """ImageNet: preparation from (fake) official archives, the paper's augmentation by value, the
 10-patch test, every kind of bad file, and evaluation of checkpoints."""
 
-import importlib.util
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_images
 from torchvision.transforms.v2 import functional as TF
 
-from alexnet.analysis.evaluation import load_any_checkpoint
 from alexnet.data import DataError, ImageNetDataModule
 from alexnet.data.imagenet import prepare as prepare_imagenet
 from alexnet.data.imagenet.decoding import decode
 from alexnet.data.imagenet.prepare import Prepared, prepare
 from alexnet.data.imagenet.transforms import PCA_EIGVAL, PCA_EIGVEC, lighting, ten_crop
 from alexnet.models import AlexNet
-from alexnet.training.system import class_scores
+from alexnet.models.scores import class_scores
+from alexnet.training.evaluation import load_any_checkpoint
 from conftest import ROOT, run_script
-
-WNIDS = ["n01440764", "n01443537", "n01484850"]
-NAMES = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark"]
-
-
-def photo_tiles(count: int, size: tuple[int, int] = (60, 80)) -> list[np.ndarray]:
-    """Real photo content: tiles cut from scikit-learn's two sample photos (427×640 each)."""
-    photos = load_sample_images().images
-    h, w = size
-    tiles = []
-    for i in range(count):
-        photo = photos[i % 2]
-        y, x = (i * 37) % (photo.shape[0] - h), (i * 53) % (photo.shape[1] - w)
-        tiles.append(photo[y : y + h, x : x + w])
-    return tiles
-
-
-def jpeg_bytes(pixels: np.ndarray, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90, **kwargs)
-    return buffer.getvalue()
-
-
-def add_to_tar(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_archives(folder: Path, train_per_class: int = 4, val_labels: tuple[int, ...] = (1, 2, 3, 1, 3, 2)) -> None:
-    """The three official archives, in their real formats, with tiny JPEGs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tiles = iter(photo_tiles(len(WNIDS) * train_per_class + len(val_labels)))
-    with tarfile.open(folder / "ILSVRC2012_img_train.tar", "w") as outer:
-        for wnid in WNIDS:
-            inner_buffer = io.BytesIO()
-            with tarfile.open(fileobj=inner_buffer, mode="w") as inner:
-                for i in range(train_per_class):
-                    add_to_tar(inner, f"{wnid}_{i + 1}.JPEG", jpeg_bytes(next(tiles)))
-            add_to_tar(outer, f"{wnid}.tar", inner_buffer.getvalue())
-    with tarfile.open(folder / "ILSVRC2012_img_val.tar", "w") as tar:
-        for i in range(len(val_labels)):
-            add_to_tar(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg_bytes(next(tiles)))
-    # meta.mat: IDs 1..3 are the leaf classes; ID 4 is a parent synset, as in the real devkit.
-    synsets = np.array(
-        [(i + 1, wnid, name, 0) for i, (wnid, name) in enumerate(zip(WNIDS, NAMES))] + [(4, "n00001740", "entity", 3)],
-        dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")],
-    )
-    meta = io.BytesIO()
-    scipy.io.savemat(meta, {"synsets": synsets})
-    truth = "".join(f"{label}\n" for label in val_labels).encode()
-    with tarfile.open(folder / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
-        add_to_tar(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue())
-        add_to_tar(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
+from helpers.imagenet import NAMES, WNIDS, bad_files, jpeg_bytes, photo_tiles, prepare_script, write_archives
 
 
 @pytest.fixture
@@ -119,14 +62,6 @@ def test_prepare_a_subset_and_the_model_must_agree(tmp_path):
     dm = ImageNetDataModule(root=str(tmp_path / "sub"), num_classes=1000, image_size=32, resize=40)
     with pytest.raises(DataError, match="data.num_classes=1000 but .* 2 classes"):
         dm.setup("fit")
-
-
-def prepare_script():
-    """``src/prepare_imagenet.py`` as a module, to call its ``main`` in this process."""
-    spec = importlib.util.spec_from_file_location("prepare_imagenet_script", ROOT / "src" / "prepare_imagenet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_prepare_the_classes_named_on_the_command_line(tmp_path, capsys):
@@ -232,26 +167,6 @@ def test_ten_crop_scores_are_the_mean_softmax_of_the_ten_manual_patches():
     with torch.no_grad():
         scores = class_scores(net, ten_crop(image, s)[None])
     torch.testing.assert_close(scores.softmax(-1)[0], expected, rtol=1e-5, atol=1e-6)
-
-
-def bad_files(folder: Path) -> dict[str, Path]:
-    """One real file of each awkward kind ImageNet has, made from a photo."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pixels = photo_tiles(1, (64, 96))[0]
-    files = {}
-    files["cmyk"] = folder / "cmyk.JPEG"
-    Image.fromarray(pixels).convert("CMYK").save(files["cmyk"], format="JPEG", quality=95)
-    files["png_named_jpeg"] = folder / "n02105855_2933.JPEG"
-    Image.fromarray(pixels).save(files["png_named_jpeg"], format="PNG")
-    files["grey"] = folder / "grey.JPEG"
-    Image.fromarray(pixels).convert("L").save(files["grey"], format="JPEG")
-    files["palette"] = folder / "palette.JPEG"
-    Image.fromarray(pixels).convert("P").save(files["palette"], format="PNG")
-    files["odd_exif"] = folder / "odd_exif.JPEG"
-    data = jpeg_bytes(pixels)
-    garbage_exif = b"\xff\xe1" + (2 + 20).to_bytes(2, "big") + b"Exif\x00\x00" + b"\x00\xff" * 7
-    files["odd_exif"].write_bytes(data[:2] + garbage_exif + data[2:])  # an APP1 segment that is not valid EXIF
-    return files
 
 
 def test_every_awkward_file_kind_decodes_to_rgb(tmp_path):
@@ -435,7 +350,7 @@ def test_device_decoding_gives_the_loaders_batches(tmp_path):
 
 
 def test_a_run_trains_with_device_decoding(tmp_path, smoke_overrides):
-    from alexnet.training.fit import train
+    from alexnet.run.train import train
     from conftest import compose_config
 
     root = small_imagenet(tmp_path, truncated=False)

@@ -51,5 +51,5 @@ def test_wandb_mode_wins_over_a_login(fresh_home, monkeypatch):
 def test_an_explicit_mode_is_kept_and_a_wrong_one_is_named(fresh_home):
     login(fresh_home)
     assert wandb_mode("offline") == "offline"
-    with pytest.raises(ValueError, match=r"logger.wandb.mode='cloud'; choose one of"):
+    with pytest.raises(ValueError, match=r"logger.wandb.mode='cloud' is not allowed: one of"):
         wandb_mode("cloud")

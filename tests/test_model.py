@@ -6,7 +6,9 @@ import torchvision
 from hydra.utils import instantiate
 from torch import nn
 
+from alexnet.errors import ConfigError
 from alexnet.models import AlexNet, LocalResponseNorm, load_torchvision_weights
+from alexnet.models.alexnet import STEMS, smallest_input
 from alexnet.models.layer_table import layer_table
 from conftest import compose_config
 
@@ -156,8 +158,20 @@ def test_one_column_loads_torchvision_weights_with_identical_outputs():
 
 
 def test_too_small_input_names_the_stem():
-    with pytest.raises(ValueError, match="too small for this stem"):
+    with pytest.raises(ConfigError, match="too small for model.stem=imagenet .* the smallest input that works is 67"):
         AlexNet(input_size=32, stem="imagenet")
+
+
+@pytest.mark.parametrize("stem", sorted(STEMS))
+@pytest.mark.parametrize("pool", ["overlap", "nonoverlap"])
+def test_the_smallest_input_is_computed_exactly(stem, pool):
+    """The computed bound is tight: a forward pass works at it and shrinks to nothing one pixel below."""
+    with torch.device("meta"):
+        features = AlexNet(num_classes=10, input_size=512, stem=stem, pool=pool, width=0.1).features
+        size = smallest_input(features)
+        assert features(torch.empty(1, 3, size, size)).shape[-1] >= 1
+        with pytest.raises(RuntimeError):
+            features(torch.empty(1, 3, size - 1, size - 1))
 
 
 def test_builder_accepts_layer_names_from_python():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet.rundir import RunDir
+from alexnet.run.layout import RunDir
 from conftest import ROOT, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")

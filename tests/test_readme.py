@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from test_columns import check_column_parallel_run
+from helpers.columns import check_column_parallel_run
 
 SHORT = ["debug=smoke", "model.width=0.25"]
 MAKE_SHORT = " ".join(SHORT)

@@ -9,7 +9,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet.rundir import RESULT_KEYS, RunDir, results_record
+from alexnet.run.layout import RunDir
+from alexnet.run.results import RESULT_KEYS, results_record
 from conftest import compose_config
 from hydra_plugins.alexnet_launcher.torchrun_launcher import job_return
 
@@ -137,7 +138,7 @@ def new_process_run_dir(monkeypatch):
 
     import hydra.core.utils
 
-    from alexnet.rundir import launch_id
+    from alexnet.run.layout import launch_id
 
     class OneSecond(dt.datetime):
         @classmethod

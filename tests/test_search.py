@@ -18,8 +18,9 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from alexnet.analysis.sweeps import write_report
-from alexnet.rundir import JOURNAL, RunDir, results_record
+from alexnet.run.layout import JOURNAL, RunDir
+from alexnet.run.results import results_record
+from alexnet.run.sweep import report_sweep
 from conftest import ROOT, as_from_a_shell, run_script
 
 SMOKE = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu"]
@@ -106,7 +107,7 @@ def test_the_seeds_train_at_each_configurations_lowest_error_settings(killed_and
 @pytest.mark.slow
 def test_the_report_shows_the_search_beside_the_seed_results(killed_and_continued):
     sweep, _ = killed_and_continued
-    written = write_report(sweep)
+    written = report_sweep(sweep)
     text = (sweep / "report.md").read_text()
     assert "## Search: each configuration at its own best settings" in text
     counts = {

@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from alexnet.data import DataError, ImageNetDataModule
-from alexnet.data.imagenet.shards import collate_crops, crop_and_flip, read_prepared, shard_loader, train_shards
+from alexnet.data.imagenet.shard_reader import ShardLoader, TrainShards, collate_crops, crop_and_flip
+from alexnet.data.imagenet.shards import read_prepared
+from alexnet.errors import ConfigError
 from conftest import ROOT, TESTS_ON_PATH, run_script
-from test_faults import assert_same_run, ddp_stage, finish, results, train_cli
-from test_imagenet import WNIDS, add_to_tar, bad_files, jpeg_bytes, photo_tiles, prepare_script, write_archives
+from helpers.imagenet import WNIDS, add_to_tar, bad_files, jpeg_bytes, photo_tiles, prepare_script, write_archives
+from helpers.runs import assert_same_run, ddp_stage, finish, results, train_cli
 
 SIDE = 40  # the stored squares' side (the paper's 256, shrunk for speed); crops of 32
 TRAIN_PER_CLASS = 16  # 48 images, + 5 awkward ones that train, - 1 truncated one left out
@@ -77,7 +79,7 @@ def test_preparation_writes_shards_reports_what_it_wrote_and_the_bad_file(prepar
     assert record["splits"]["train"]["bytes"] > 0 and record["splits"]["val"]["skipped"] == []
     # A second run finds both splits written and writes nothing.
     index = (root / "shards" / "train" / "index.json").stat().st_mtime_ns
-    from alexnet.data.imagenet.shards import write_shards
+    from alexnet.data.imagenet.shard_writer import write_shards
 
     logged = []
     again = write_shards(root, root / "shards", side=SIDE, workers=1, log=logged.append)
@@ -89,12 +91,12 @@ def test_preparation_writes_shards_reports_what_it_wrote_and_the_bad_file(prepar
 def test_an_interrupted_preparation_keeps_its_finished_parts(tmp_path, monkeypatch):
     """Parts of ``part_size`` images are kept once complete; a rerun writes only the rest."""
     from alexnet.data.imagenet.prepare import prepare
-    from alexnet.data.imagenet.shards import write_shards
+    from alexnet.data.imagenet.shard_writer import write_shards
 
     write_archives(tmp_path / "archives", train_per_class=4)
     prepare(tmp_path / "archives", tmp_path / "imagenet", log=lambda *_: None)
     root, out = tmp_path / "imagenet", tmp_path / "imagenet" / "shards"
-    import alexnet.data.imagenet.shards as shards
+    import alexnet.data.imagenet.shard_writer as shards
 
     real = shards.optimize_part
     parts = []
@@ -129,6 +131,7 @@ def datamodule(root: Path, rank: int = 0, replicas: int = 1, **kwargs) -> ImageN
         current_epoch=0,
         strategy=SimpleNamespace(root_device=torch.device("cpu"), distributed_sampler_kwargs=kw),
         num_devices=replicas,
+        world_size=replicas,
         fit_loop=SimpleNamespace(
             epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(current=SimpleNamespace(completed=0)))
         ),
@@ -172,15 +175,15 @@ def test_a_loader_told_of_trained_batches_skips_exactly_those(prepared):
     uninterrupted pass yields after its first k, with 0 and 2 workers."""
     root, _ = prepared
     for workers in (0, 2):
-        dataset = train_shards(str(root / "shards" / "train"), 32, 0, (0, 1))
+        dataset = TrainShards(str(root / "shards" / "train"), 32, 0, (0, 1))
         whole = [
             torch.cat([x.flatten(), y])
-            for x, y in shard_loader(dataset, 4, workers, lambda: 3, lambda: 0, collate_crops)
+            for x, y in ShardLoader(dataset, 4, workers, lambda: 3, lambda: 0, collate_crops)
         ]
-        dataset = train_shards(str(root / "shards" / "train"), 32, 0, (0, 1))
+        dataset = TrainShards(str(root / "shards" / "train"), 32, 0, (0, 1))
         rest = [
             torch.cat([x.flatten(), y])
-            for x, y in shard_loader(dataset, 4, workers, lambda: 3, lambda: 5, collate_crops)
+            for x, y in ShardLoader(dataset, 4, workers, lambda: 3, lambda: 5, collate_crops)
         ]
         assert len(rest) == len(whole) - 5 and all(torch.equal(a, b) for a, b in zip(rest, whole[5:])), workers
 
@@ -193,7 +196,7 @@ def test_the_private_parts_of_litdata_used_here_are_still_there(prepared):
 
     upgraded = f"litdata {litdata.__version__} (shards.py was written for {LITDATA_TESTED})"
     root, _ = prepared
-    loader = shard_loader(train_shards(str(root / "shards" / "train"), 32, 0, (0, 1)), 4, 0, lambda: 0, lambda: 0)
+    loader = ShardLoader(TrainShards(str(root / "shards" / "train"), 32, 0, (0, 1)), 4, 0, lambda: 0, lambda: 0)
     for name in ("_num_samples_yielded_streaming", "_latest_worker_idx", "_worker_idx", "_worker_idx_iter", "restore"):
         assert hasattr(loader, name), f"{upgraded}: StreamingDataLoader has no {name}"
     for name in ("reset_state_dict", "set_epoch", "load_state_dict", "state_dict", "distributed_env"):
@@ -213,7 +216,7 @@ def test_shards_of_another_side_or_missing_say_what_to_set(prepared, tmp_path):
     (tmp_path / "classes.tsv").write_text((root / "classes.tsv").read_text())
     with pytest.raises(DataError, match="no shards at .*--format shards"):
         ImageNetDataModule(root=str(tmp_path), num_classes=3, image_size=32, resize=SIDE, format="shards").setup("fit")
-    with pytest.raises(ValueError, match="data.recipe=paper"):
+    with pytest.raises(ConfigError, match="data.recipe='torchvision' is not allowed: paper with data.format=shards"):
         ImageNetDataModule(root=str(root), format="shards", recipe="torchvision")
 
 
@@ -298,7 +301,7 @@ def test_files_that_fail_to_decode_are_reported_by_the_writers_without_reading_t
     from PIL import Image
 
     from alexnet.data.imagenet.prepare import prepare
-    from alexnet.data.imagenet.shards import write_shards
+    from alexnet.data.imagenet.shard_writer import write_shards
 
     write_archives(tmp_path / "archives", train_per_class=4)
     root = tmp_path / "imagenet"

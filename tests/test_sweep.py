@@ -12,7 +12,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet.analysis.sweeps import difference_ci, write_report
+from alexnet.analysis.sweep_stats import difference_ci
+from alexnet.run.sweep import report_sweep
 from conftest import ROOT, compose_config, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
@@ -40,7 +41,7 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path):
     assert results["0"]["status"] == "failed" and "dropout.p=1.5" in results["0"]["error"]
     assert results["1"]["status"] == "finished"  # ...after running the rest
 
-    write_report(sweep)  # src/report.py's work (the README's report command runs the script)
+    report_sweep(sweep)  # src/report.py's work (the README's report command runs the script)
     text = (sweep / "report.md").read_text()
     assert "## Failed and unfinished jobs" in text and "job 0: **failed** (dropout.p=1.5" in text
 
@@ -62,7 +63,7 @@ def test_stop_on_failure_ends_the_sweep_at_the_first_failed_job(tmp_path):
     assert result.returncode != 0
     (sweep,) = sweep_dirs(tmp_path)
     assert list(job_results(sweep)) == ["0"]
-    write_report(sweep)
+    report_sweep(sweep)
     assert "1 job(s) never started" in (sweep / "report.md").read_text()
 
 
@@ -123,7 +124,7 @@ def test_report_numbers_equal_a_hand_computation(tmp_path):
     for seed, err in enumerate(no_lrn):
         write_job(sweep, 3 + seed, ["norm=none", f"seed={seed}"], err)
     write_job(sweep, 6, ["norm=batchnorm", "seed=0"], None, status="failed")
-    write_report(sweep)
+    report_sweep(sweep)
     text = (sweep / "report.md").read_text()
 
     # By hand: means 12 and 22 (%), std 2 each; Welch: se = sqrt(4/3 + 4/3), 4 degrees of freedom,
@@ -153,7 +154,7 @@ def test_relu_vs_tanh_report_counts_epochs_to_25_percent_training_error(tmp_path
     for seed in range(2):
         write_job(sweep, seed, ["activation=relu", f"seed={seed}"], 0.1)
         write_job(sweep, 2 + seed, ["activation=tanh", f"seed={seed}"], 0.2)
-    write_report(sweep)
+    report_sweep(sweep)
     text = (sweep / "report.md").read_text()
     assert "epochs to 25% train err" in text and "| 2.00 ± 0.00 |" in text  # train/err1 0.2 at epoch index 1
     assert (sweep / "train_err1.png").is_file()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.training.fit import train
+from alexnet.run.train import train
 from conftest import ROOT, compose_config, run_script
 
 

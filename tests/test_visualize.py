@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from alexnet.analysis.filters import chromatic_fraction, filter_blocks, tile_grid
 from alexnet.analysis.predictions import nearest_neighbours
 from alexnet.models import AlexNet
-from alexnet.training.fit import train
+from alexnet.run.train import train
 from conftest import ROOT, compose_config, run_script
 
 

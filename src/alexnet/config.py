@@ -3,32 +3,19 @@
 Each value is checked once, by the constructor that takes it (the network, the LRN layer, the data
 modules, the system, the callbacks; Lightning's ``Trainer`` checks its own), which raises a
 :class:`ConfigError` naming the config key. :func:`validate` builds the data module, the network
-(on the meta device) and the system cheaply, so that their checks run first, then checks what no
-single constructor can see: values that must agree across groups. The callbacks and the trainer
-are built next, by ``train()``, still before any data is loaded.
+and the system (cheap: no data is read), so that their checks run first, then checks what no single
+constructor can see: values that must agree across groups, and hands what it built to its caller.
+The callbacks and the trainer are built next, by the run, still before any data is loaded.
 """
 
-from numbers import Number
-from typing import Any
+from typing import Any, NamedTuple
 
-import torch
+import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-
-class ConfigError(ValueError):
-    """A config value a user set that cannot work; the message names the key, the value and the fix."""
-
-
-def require(ok: bool, key: str, value: object, allowed: str) -> None:
-    """Raise :class:`ConfigError` for ``key=value`` unless ``ok``, saying what is ``allowed``."""
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}. Set it on the command line, e.g. {key}=...")
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, Number) and not isinstance(value, bool)
+from alexnet.errors import ConfigError, require
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -43,16 +30,25 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {cause}") from err
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first value that cannot work."""
+class Built(NamedTuple):
+    """What :func:`validate` built: the objects a run (or an evaluation) uses, each built once."""
+
+    datamodule: L.LightningDataModule
+    system: L.LightningModule
+
+
+def validate(cfg: DictConfig) -> Built:
+    """Raise :class:`ConfigError` for the first value that cannot work; else seed (``cfg.seed``:
+    the network's initial weights) and return the data module and the system holding the network."""
     epochs = cfg.trainer.max_epochs  # Lightning takes 0 (and then trains nothing)
     allowed = "a positive integer (or -1: no limit, with trainer.max_steps)"
     require(isinstance(epochs, int) and (epochs >= 1 or epochs == -1), "trainer.max_epochs", epochs, allowed)
     require(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
-    build(cfg.data, "data")
-    net = _network(cfg)
-    build(cfg.system, "system", net=net)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build(cfg.data, "data")
+    system = build(cfg.system, "system", net=build(cfg.model, "model"))
     _check_data_and_model_agree(cfg)
+    return Built(datamodule, system)
 
 
 def _check_data_and_model_agree(cfg: DictConfig) -> None:
@@ -65,34 +61,3 @@ def _check_data_and_model_agree(cfg: DictConfig) -> None:
             f"which the data follows, or use model.head=gap)"
         )
         require(data.image_size == model.input_size, "data.image_size", data.image_size, size)
-
-
-def _builds(cfg: DictConfig, input_size: int | None = None) -> torch.nn.Module | str:
-    """The network, built for shapes only (on the meta device), or the reason it does not build."""
-    overrides = {} if input_size is None else {"input_size": input_size}
-    try:
-        with torch.device("meta"):
-            return build(cfg.model, "model", **overrides)
-    except ConfigError as err:
-        return str(err)
-
-
-def _network(cfg: DictConfig) -> torch.nn.Module:
-    """The network on the meta device. An input too small for the stem and its pools (the network
-    and the input size together) fails naming the smallest input that works."""
-    net = _builds(cfg)
-    if not isinstance(net, str):
-        return net
-    size = cfg.model.input_size
-    if "too small" not in net or not isinstance(size, int):
-        raise ConfigError(net)
-    low, high = size, 4096  # the smallest size that builds, by bisection
-    while low + 1 < high:
-        middle = (low + high) // 2
-        low, high = (low, middle) if not isinstance(_builds(cfg, middle), str) else (middle, high)
-    stem = cfg.model.get("stem")
-    raise ConfigError(
-        f"model.input_size={size} is not allowed: too small for model.stem={stem} and its pools (the feature "
-        f"map vanishes); the smallest input that works is {high} (the paper: 227 with stem=imagenet, "
-        f"32 with stem=cifar). Set model.input_size={high} or more, or pick another model.stem"
-    )

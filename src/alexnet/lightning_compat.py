@@ -93,3 +93,15 @@ def _stop_the_others_then_exit_1(observer: _ChildProcessObserver) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
+
+
+def trained_batches(trainer: L.Trainer) -> int:
+    """Training batches finished in the current epoch, as the fit loop counts them (and restores on
+    resume): where a data pipeline that resumes mid-epoch starts again."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+def batch_half_done(trainer: L.Trainer) -> bool:
+    """Whether the fit loop has started a training batch that it has not finished."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    return progress.started != progress.completed

@@ -1,5 +1,5 @@
 """Errors by class: the most confused pairs and the confusion matrix as a picture. The counts come
-from :func:`alexnet.analysis.evaluation.evaluate` (the system's torchmetrics)."""
+from :func:`alexnet.training.evaluation.evaluate` (the system's torchmetrics)."""
 
 from collections.abc import Sequence
 from pathlib import Path

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from alexnet.analysis.plotting import displayable, pyplot, save
-from alexnet.training.system import class_scores
+from alexnet.models.scores import class_scores
 
 EVAL_BATCH = 256
 BatchTransform = Callable[[tuple[torch.Tensor, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
@@ -29,7 +29,7 @@ def probabilities(
     net: nn.Module, dataset: Dataset, device: torch.device, transform: BatchTransform | None = None
 ) -> torch.Tensor:
     """Softmax probabilities ``N × classes`` for a (small) dataset, in order: for the pictures of a
-    few images. Error rates come from :func:`alexnet.analysis.evaluation.evaluate`."""
+    few images. Error rates come from :func:`alexnet.training.evaluation.evaluate`."""
     net.eval()
     return torch.cat(
         [class_scores(net, images).softmax(dim=1).cpu() for images, _ in batches(dataset, device, transform)]

@@ -11,8 +11,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from alexnet.rundir import JOURNAL
-
 
 @dataclass
 class Search:
@@ -33,14 +31,14 @@ class Search:
         return dict(part.split("=", 1) for part in self.name.split(",") if "=" in part)
 
 
-def load_searches(sweep_dir: Path) -> list[Search]:
-    """Every study in the sweep's journal, in the order they ran (none if there is no journal)."""
-    if not (sweep_dir / JOURNAL).is_file():
+def load_searches(journal: Path) -> list[Search]:
+    """Every study in a tuned sweep's Optuna ``journal``, in the order they ran (none if there is none)."""
+    if not journal.is_file():
         return []
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep_dir / JOURNAL)))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     searches = []
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)

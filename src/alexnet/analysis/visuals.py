@@ -19,7 +19,6 @@ from torch import nn
 from torch.utils.data import Subset
 
 from alexnet.analysis.confusion import most_confused, plot_confusion
-from alexnet.analysis.evaluation import Evaluation, write_csv
 from alexnet.analysis.filters import chromatic_fraction, plot_filters
 from alexnet.analysis.plotting import displayable
 from alexnet.analysis.predictions import (
@@ -29,6 +28,7 @@ from alexnet.analysis.predictions import (
     plot_predictions,
     probabilities,
 )
+from alexnet.training.evaluation import Evaluation, write_csv
 
 
 def visualize_run(

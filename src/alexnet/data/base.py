@@ -10,23 +10,25 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
-from alexnet.config import require
 from alexnet.data.tensor_loader import TensorBatchLoader
+from alexnet.errors import require
+from alexnet.lightning_compat import trained_batches
 
 
 class DataError(RuntimeError):
     """A dataset that is missing, incomplete or inconsistent with the config."""
 
 
-def per_device_batch_size(global_batch_size: int, world_size: int, what: str = "processes (devices × nodes)") -> int:
-    """The batch each of ``world_size`` data-parallel shards loads so that all of them together
-    make ``global_batch_size``."""
-    if global_batch_size < 1 or global_batch_size % world_size:
-        raise ValueError(
-            f"data.batch_size={global_batch_size} is the global batch and must divide evenly across "
-            f"{world_size} {what}; set data.batch_size to a multiple of {world_size}"
-        )
-    return global_batch_size // world_size
+def per_device_batch_size(global_batch_size: int, trainer: L.Trainer | None) -> int:
+    """The batch each data-parallel shard of ``trainer`` (see :func:`data_shard`) loads, so that all
+    of them together make ``global_batch_size``. Called before any process starts, by the run, and
+    by every data module's ``setup``."""
+    shards = data_shard(trainer)[1]
+    world = trainer.world_size if trainer is not None else 1
+    what = "processes (devices × nodes)" if shards == world else "replicas (devices × nodes ÷ model.columns)"
+    allowed = f"the global batch, divided evenly across the {shards} {what}: a multiple of {shards}"
+    require(global_batch_size >= 1 and global_batch_size % shards == 0, "data.batch_size", global_batch_size, allowed)
+    return global_batch_size // shards
 
 
 def data_shard(trainer: L.Trainer | None) -> tuple[int, int]:
@@ -135,7 +137,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
-            self.batch_size_per_device = per_device_batch_size(self.batch_size, data_shard(self.trainer)[1])
+            self.batch_size_per_device = per_device_batch_size(self.batch_size, self.trainer)
         if self.train_set is not None:
             return
         self.build()
@@ -282,7 +284,7 @@ class ImageClassificationDataModule(ClassificationDataModule):
         return self.trainer.current_epoch
 
     def _trained_batches(self) -> int:
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return trained_batches(self.trainer)
 
     def _on_device(self, dataset: ImageTensorDataset, device: torch.device) -> torch.Tensor:
         """The split's images on ``device``, copied there once."""

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.config import require
 from alexnet.data.base import DataError, ImageClassificationDataModule
+from alexnet.errors import require
 
 # name -> (folder, train files, test files, meta file, label key, class-name key)
 CLASSES = {"cifar10": 10, "cifar100": 100}

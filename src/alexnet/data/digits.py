@@ -8,8 +8,8 @@ default (a flipped 2 is not a 2).
 import torch
 from sklearn.datasets import load_digits
 
-from alexnet.config import require
 from alexnet.data.base import ImageClassificationDataModule, stratified_split
+from alexnet.errors import require
 
 
 class DigitsDataModule(ImageClassificationDataModule):

@@ -19,12 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-
-def _generator(*seeds: int) -> torch.Generator:
-    seed = 0
-    for s in seeds:
-        seed = (seed * 1_000_003 + int(s)) % (2**63 - 1)
-    return torch.Generator().manual_seed(seed)
+from alexnet.data.seeds import generator
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -105,7 +100,7 @@ class TensorBatchLoader:
         n = len(self.images)
         if not self.train:
             return torch.arange(self.rank, n, self.world)
-        order = torch.randperm(n, generator=_generator(self.seed, self.epoch))
+        order = torch.randperm(n, generator=generator(self.seed, self.epoch))
         per_process = n // self.world
         return order[self.rank * per_process : (self.rank + 1) * per_process]
 
@@ -124,7 +119,7 @@ class TensorBatchLoader:
             if images.shape[-1] != self.size:
                 images = TF.resize(images, [self.size, self.size], antialias=True)
             if self.train and (self.padding or self.flip):
-                images = random_crop_flip(images, self.padding, self.flip, _generator(self.seed, epoch, b))
+                images = random_crop_flip(images, self.padding, self.flip, generator(self.seed, epoch, b))
             self._position = b + 1
             yield (images.float().div_(255) - self.mean) / self.std, self.labels[index]
 

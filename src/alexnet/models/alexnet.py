@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from alexnet.config import is_number, require
+from alexnet.errors import is_number, require
 from alexnet.models.layers import (
     ACT_LAYERS,
     NORM_LAYERS,
@@ -136,6 +136,12 @@ class AlexNet(nn.Module):
         if parallel == "columns":
             _check_splits(columns, hidden, num_classes, [b.norm for b in blocks.values() if hasattr(b, "norm")])
         self.avgpool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
+        smallest = smallest_input(self.features)
+        vanishes = (
+            f"too small for model.stem={stem} and its pools (the feature map vanishes); the smallest input that "
+            f"works is {smallest} (the paper: 227 with stem=imagenet, 32 with stem=cifar)"
+        )
+        require(input_size >= smallest, "model.input_size", input_size, vanishes)
 
         flat = self._feature_shape(input_size).numel()
         self.classifier = nn.Sequential(
@@ -178,13 +184,23 @@ class AlexNet(nn.Module):
     def _feature_shape(self, input_size: int) -> torch.Size:
         """Shape of one image's pooled features, from a forward pass on the meta device (no compute)."""
         probe = nn.Sequential(copy.deepcopy(self.features), copy.deepcopy(self.avgpool)).to("meta")
-        try:
-            return probe(torch.empty(1, 3, input_size, input_size, device="meta")).shape[1:]
-        except RuntimeError as err:
-            raise ValueError(
-                f"input_size {input_size} is too small for this stem and pooling ({err}); "
-                "use the 'cifar' stem for 32×32 images or a larger input"
-            ) from err
+        return probe(torch.empty(1, 3, input_size, input_size, device="meta")).shape[1:]
+
+
+def smallest_input(features: nn.Module) -> int:
+    """The smallest square input whose feature map keeps at least 1×1 through every conv and pool
+    of ``features``: each window (kernel ``k``, stride ``s``, padding ``p``) needs ``(n - 1) s + k - 2p``
+    inputs for ``n`` outputs, worked back from one output."""
+    windows = [m for m in features.modules() if isinstance(m, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d)]
+    size = 1
+    for window in reversed(windows):
+        kernel, stride, padding = (_side(getattr(window, key)) for key in ("kernel_size", "stride", "padding"))
+        size = max(1, (size - 1) * stride + kernel - 2 * padding)
+    return size
+
+
+def _side(value: int | Sequence[int]) -> int:
+    return value if isinstance(value, int) else value[0]
 
 
 def _check_splits(columns: int, hidden: int, num_classes: int, norms: list[nn.Module]) -> None:

@@ -12,7 +12,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from alexnet.config import is_number, require
+from alexnet.errors import is_number, require
 from alexnet.models.fast_lrn import local_response_norm, resolve_impl
 
 NormFactory = Callable[[int, int], nn.Module]

@@ -6,15 +6,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, RichModelSummary, RichProgressBar
-from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
-from alexnet.analysis.filters import plot_filters
 from alexnet.models.fast_lrn import kernel_for
 from alexnet.models.layer_table import mult_adds_by_layer
 from alexnet.models.layers import LocalResponseNorm
-from alexnet.rundir import RunDir
+from alexnet.training.resume_checkpoint import ResumeCheckpoint
+from alexnet.training.stops import Diverged
 
 log = logging.getLogger(__name__)
 
@@ -80,37 +78,6 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path)  # every rank: the strategy writes on rank 0 and waits for it
 
 
-class Conv1Filters(L.Callback):
-    """Save conv1's kernels as a picture every ``every_n_epochs`` epochs (0: never), and log it to W&B.
-
-    The end-of-run pictures (``visualize_run``) include the final grid; this shows how it forms.
-    """
-
-    def __init__(self, dirpath: str, every_n_epochs: int = 5) -> None:
-        self.dirpath, self.every_n_epochs = Path(dirpath), every_n_epochs
-
-    @rank_zero_only
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if self.every_n_epochs <= 0 or epoch % self.every_n_epochs or trainer.sanity_checking:
-            return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        net = pl_module.net
-        path = plot_filters(
-            net.features.conv1.conv.weight,
-            net.columns,
-            self.dirpath / f"conv1_epoch{epoch:03d}.png",
-            title=f"conv1 kernels after epoch {epoch}",
-        )
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="visuals/conv1_during_training", images=[str(path)], step=trainer.global_step)
-
-
-class Diverged(RuntimeError):
-    """Training produced a non-finite loss or gradient, or fp16's loss scale collapsed."""
-
-
 class DivergenceGuard(L.Callback):
     """Stop a run that has diverged, before the optimiser applies the step that shows it, so the
     weights and the checkpoints already written stay good.
@@ -151,16 +118,13 @@ class DivergenceGuard(L.Callback):
 
     @staticmethod
     def _stop(trainer: L.Trainer, what: str) -> None:
-        # Imported here: resume_checkpoint imports Diverged from this module.
-        from alexnet.training.resume_checkpoint import ResumeCheckpoint
-
-        run = RunDir(trainer.default_root_dir)  # the trainer's root is the run directory (conf/trainer)
+        run = trainer.default_root_dir  # the run directory (conf/trainer)
         resume = next((c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
-        last_good = resume.path if resume is not None else run.resume_checkpoint
+        last_good = resume.path if resume is not None else None
         after = (
             f"Last good checkpoint: {last_good}; continue from it with: "
             f"python src/train.py resume={run} optimizer.lr=<lower>"
-            if last_good.is_file()
+            if last_good is not None and last_good.is_file()
             else "No checkpoint was written yet."
         )
         raise Diverged(

@@ -28,7 +28,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim import Optimizer
 
-from alexnet.config import require
+from alexnet.errors import require
 from alexnet.models.alexnet import AlexNet
 from alexnet.models.columns import (
     ColumnParallelAlexNet,
@@ -64,6 +64,10 @@ class ColumnParallelStrategy(DDPStrategy):
 
     @property
     def replicas(self) -> int:
+        """Data-parallel replicas: the processes (devices × nodes) must be a whole number of them
+        (checked when the run reads it, before any process starts: see ``per_device_batch_size``)."""
+        devices = f"a multiple of model.columns={self.columns} (replicas × columns) with model.parallel=columns"
+        require(self.world_size % self.columns == 0, "trainer.devices × trainer.num_nodes", self.world_size, devices)
         return self.world_size // self.columns
 
     @property
@@ -80,8 +84,6 @@ class ColumnParallelStrategy(DDPStrategy):
 
     def setup_distributed(self) -> None:
         super().setup_distributed()
-        devices = f"a multiple of model.columns={self.columns} (replicas × columns) with model.parallel=columns"
-        require(self.world_size % self.columns == 0, "trainer.devices × trainer.num_nodes", self.world_size, devices)
         self.column_group, self.replica_group = column_groups(self.world_size, self.columns)
         self._ddp_kwargs["process_group"] = self.replica_group  # gradients: the same column of every replica
 

@@ -10,6 +10,8 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
+from alexnet.errors import require
+
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -19,8 +21,7 @@ def wandb_mode(mode: str = "auto") -> str:
     A key counts as configured when ``WANDB_API_KEY`` is set or ``wandb login`` wrote it to ~/.netrc.
     Offline runs need no account; ``wandb sync <run dir>/wandb/offline-run-*`` uploads them later.
     """
-    if mode not in WANDB_MODES:
-        raise ValueError(f"logger.wandb.mode={mode!r}; choose one of {list(WANDB_MODES)}")
+    require(mode in WANDB_MODES, "logger.wandb.mode", mode, f"one of {list(WANDB_MODES)}")
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE"):

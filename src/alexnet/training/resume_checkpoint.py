@@ -34,9 +34,14 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet.config import require
-from alexnet.lightning_compat import checkpoint_state, logging_step, request_stop, set_logging_step
-from alexnet.training.callbacks import Diverged
+from alexnet.errors import require
+from alexnet.lightning_compat import (
+    batch_half_done,
+    checkpoint_state,
+    logging_step,
+    request_stop,
+    set_logging_step,
+)
 from alexnet.training.column_parallel import ColumnParallelStrategy
 from alexnet.training.exact_state import (
     csv_rows,
@@ -47,7 +52,7 @@ from alexnet.training.exact_state import (
     training_metrics,
 )
 from alexnet.training.slurm import SLURM_SIGNALS, requeue_slurm_job
-from alexnet.training.tuning import TrialPruned
+from alexnet.training.stops import Diverged, TrialPruned
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +174,7 @@ class ResumeCheckpoint(L.Callback):
         """Whether the weights and the loop's count of finished batches describe the same moment:
         no batch half done, or one that failed before its optimiser step (then the state is that
         before it)."""
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return progress.started == progress.completed or (self._in_batch and not self._stepped)
+        return not batch_half_done(trainer) or (self._in_batch and not self._stepped)
 
     def save(self, trainer: L.Trainer, every_rank: bool = False) -> None:
         """Write ``resume.ckpt``. Rank 0 writes it alone, without a barrier, so it cannot deadlock

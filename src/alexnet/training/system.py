@@ -10,19 +10,10 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassStatScores
 
-from alexnet.config import is_number, require
+from alexnet.errors import is_number, require
+from alexnet.models.scores import class_scores
 
 MONITOR = "val/err1"  # what the LR schedule watches and the checkpoint keeps the best of (§5)
-
-
-def class_scores(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits for ``B×3×H×W`` images; for ``B×P×3×H×W`` (several patches per image, e.g. the paper's
-    10), the log of the softmax averaged over the patches (§4.1), so cross-entropy stays the NLL."""
-    if images.ndim == 4:
-        return net(images)
-    b, p = images.shape[:2]
-    probs = net(images.flatten(0, 1)).softmax(dim=-1).view(b, p, -1).mean(dim=1)
-    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
 class TopKError(MulticlassAccuracy):
@@ -140,7 +131,7 @@ class ClassificationSystem(L.LightningModule):
     def track_per_class(self, split: str) -> None:
         """From now on, also count each class's top-1 and top-5 hits and the top-1 confusions on
         ``split`` (``val`` or ``test``), for :meth:`per_class_results`. Off in training: it costs a
-        little each step. (See :func:`alexnet.analysis.evaluation.evaluate`.)"""
+        little each step. (See :func:`alexnet.training.evaluation.evaluate`.)"""
         k, group = self.hparams.num_classes, {"process_group": self.metric_process_group}
         self.per_class = MetricCollection(
             {

@@ -11,12 +11,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from alexnet.training.stops import TrialPruned
 from alexnet.training.system import MONITOR
-
-
-class TrialPruned(Exception):
-    """The study's pruner stopped this trial (Optuna's ``TrialPruned``, raised on every rank)."""
-
 
 PRUNER = "pruner"  # the study's user attribute that holds its pruner's settings
 

@@ -6,6 +6,6 @@ resolvers ``conf/`` uses are registered here, for every entry point and for test
 
 from omegaconf import OmegaConf
 
-from alexnet.rundir import launch_id
+from alexnet.run.layout import launch_id
 
 OmegaConf.register_new_resolver("launch_id", launch_id, replace=True)  # run directories: <time>-<id>

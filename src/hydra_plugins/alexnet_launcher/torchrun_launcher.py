@@ -27,7 +27,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from alexnet.rundir import RunDir, results_record
+from alexnet.run.layout import RunDir
+from alexnet.run.results import results_record
+from alexnet.run.sweep import sweep_group
 
 log = logging.getLogger(__name__)
 _COMPOSING = threading.Lock()  # a sweeper may launch from several threads (TunedSweeper's n_jobs)
@@ -112,11 +114,6 @@ class TorchrunLauncher(Launcher):
         with _COMPOSING:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
-
-
-def sweep_group(sweep_dir: Path) -> str:
-    """A W&B group per sweep: its directory's last two parts (date/time)."""
-    return "sweep-" + "-".join(sweep_dir.parts[-2:])
 
 
 def save_job_config(sweep_config: DictConfig, overrides: Sequence[str], job_dir: Path) -> None:

@@ -28,15 +28,17 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from alexnet.rundir import JOURNAL, RunDir
+from alexnet.errors import require
+from alexnet.run.layout import JOURNAL, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,10 @@ def directory_name(configuration: Sequence[str]) -> str:
     return re.sub(r"[^A-Za-z0-9.\-_]", "-", "_".join(o.replace("=", "-") for o in configuration)) or "all"
 
 
-class TunedSweeper(Sweeper):
-    """See the module docstring.
+@dataclass
+class SearchSettings:
+    """A tuned sweep's settings (``hydra.sweeper.*`` of ``conf/hydra/sweeper/tuned.yaml``), each
+    checked here, as a :class:`~alexnet.errors.ConfigError` naming its key.
 
     Args:
         metric: what the study minimises: a run's best ``val/err1`` (``train()``'s return value).
@@ -70,37 +74,41 @@ class TunedSweeper(Sweeper):
         n_jobs: jobs at once: configurations searched side by side, then seed runs side by side,
             each job's processes on cores ÷ n_jobs threads (``OMP_NUM_THREADS``, unless set). Most of
             a small job is a process starting, on one core: 2 on 2 cores overlap those.
-        params: axes to sweep, as ``hydra.sweeper.params`` of Hydra's basic sweeper (experiments
-            set them there).
     """
 
-    def __init__(
-        self,
-        metric: str = "val/err1",
-        n_trials: int = 4,
-        seed: int = 0,
-        n_startup_trials: int = 2,
-        pruner: str = "median",
-        n_warmup_steps: int = 1,
-        search_space: DictConfig | None = None,
-        trial_overrides: Sequence[str] = (),
-        seeds: Sequence[int] | None = None,
-        n_jobs: int = 1,
-        params: DictConfig | None = None,
-    ) -> None:
-        if metric != "val/err1":
-            raise ValueError(f"hydra.sweeper.metric={metric!r}: the runs return val/err1 (minimised)")
-        if pruner not in ("median", "none"):
-            raise ValueError(f"hydra.sweeper.pruner={pruner!r}: median or none")
-        self.metric, self.n_trials, self.seed = metric, n_trials, seed
-        self.n_startup_trials, self.pruner, self.n_warmup_steps = n_startup_trials, pruner, n_warmup_steps
-        self.search_space = OmegaConf.to_container(search_space) if search_space else {}
-        self.trial_overrides = list(trial_overrides)
-        self.seeds = list(seeds) if seeds is not None else None
-        if not (isinstance(n_jobs, int) and n_jobs >= 1):
-            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs!r}: a positive integer")
-        self.n_jobs = n_jobs
-        self.params = OmegaConf.to_container(params) if params else {}
+    metric: str = "val/err1"
+    n_trials: int = 4
+    seed: int = 0
+    n_startup_trials: int = 2
+    pruner: str = "median"
+    n_warmup_steps: int = 1
+    search_space: dict = field(default_factory=dict)
+    trial_overrides: list = field(default_factory=list)
+    seeds: list | None = None
+    n_jobs: int = 1
+
+    def __post_init__(self) -> None:
+        require(self.metric == "val/err1", "hydra.sweeper.metric", self.metric, "val/err1: what the runs return")
+        require(self.pruner in ("median", "none"), "hydra.sweeper.pruner", self.pruner, "median or none")
+        jobs = self.n_jobs
+        require(isinstance(jobs, int) and jobs >= 1, "hydra.sweeper.n_jobs", jobs, "a positive integer")
+        self.search_space = _plain(self.search_space) or {}
+        self.trial_overrides = list(self.trial_overrides)
+        self.seeds = list(self.seeds) if self.seeds is not None else None
+
+
+class TunedSweeper(Sweeper):
+    """See the module docstring.
+
+    Args:
+        params: axes to sweep, as ``hydra.sweeper.params`` of Hydra's basic sweeper (experiments
+            set them there).
+        **settings: the search's :class:`SearchSettings`.
+    """
+
+    def __init__(self, params: DictConfig | None = None, **settings: Any) -> None:
+        self.settings = SearchSettings(**settings)
+        self.params = _plain(params) or {}
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher = None
@@ -123,16 +131,16 @@ class TunedSweeper(Sweeper):
         fixed, axes, seeds = self._split(arguments)
         configurations = [list(c) for c in itertools.product(*axes)] or [[]]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        if self.n_jobs > 1:
-            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // self.n_jobs)))
+        if self.settings.n_jobs > 1:
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // self.settings.n_jobs)))
         log.info(
             "Tuning %d configuration(s), %d trials each, then seeds %s at each one's best; studies in %s",
             len(configurations),
-            self.n_trials,
+            self.settings.n_trials,
             seeds,
             sweep_dir / JOURNAL,
         )
-        with ThreadPoolExecutor(self.n_jobs) as pool:  # each study asks its trials one after another
+        with ThreadPoolExecutor(self.settings.n_jobs) as pool:  # each study asks its trials one after another
             searches = pool.map(lambda i: self._search(optuna, i, configurations[i], fixed), range(len(configurations)))
             best = list(searches)
         return self._seeds(sweep_dir, configurations, best, fixed, seeds)
@@ -141,13 +149,13 @@ class TunedSweeper(Sweeper):
         """(fixed overrides, each swept axis's overrides, the seeds) from ``params`` and the command line."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         given = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        fixed, axes, seeds = {}, {}, self.seeds
+        fixed, axes, seeds = {}, {}, self.settings.seeds
         for override in parser.parse_overrides(given):
             key = override.get_key_element()
             if override.is_sweep_override():
                 values = list(override.sweep_string_iterator())
                 if key == "seed":
-                    seeds = seeds if self.seeds is not None else [int(v) for v in values]
+                    seeds = seeds if self.settings.seeds is not None else [int(v) for v in values]
                 else:
                     axes[key] = [f"{key}={v}" for v in values]
                     fixed.pop(key, None)
@@ -165,15 +173,19 @@ class TunedSweeper(Sweeper):
         ``n_trials`` failures the configuration's search stops."""
         from alexnet.training.tuning import PRUNER, make_pruner
 
-        name = study_name(configuration)
+        name, tuned = study_name(configuration), self.settings
         journal = Path(str(self.config.hydra.sweep.dir)) / JOURNAL
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-        pruner = {"kind": self.pruner, "n_startup_trials": self.n_startup_trials, "n_warmup_steps": self.n_warmup_steps}
+        pruner = {
+            "kind": tuned.pruner,
+            "n_startup_trials": tuned.n_startup_trials,
+            "n_warmup_steps": tuned.n_warmup_steps,
+        }
         study = optuna.create_study(
             study_name=name,
             storage=storage,
             direction="minimize",
-            sampler=optuna.samplers.TPESampler(seed=self.seed + index, n_startup_trials=self.n_startup_trials),
+            sampler=optuna.samplers.TPESampler(seed=tuned.seed + index, n_startup_trials=tuned.n_startup_trials),
             pruner=make_pruner(pruner),
             load_if_exists=True,
         )
@@ -186,18 +198,18 @@ class TunedSweeper(Sweeper):
         if not study.trials:
             study.enqueue_trial(self._defaults(configuration, fixed), user_attrs={"untuned": True})
         done = (states.COMPLETE, states.PRUNED)
-        while len(study.get_trials(deepcopy=False, states=done)) < self.n_trials:
-            if len(study.get_trials(deepcopy=False, states=(states.FAIL,))) >= self.n_trials:
-                log.error("%s: %d trials failed (see %s); its search stops here", name, self.n_trials, SEARCH_DIR)
+        while len(study.get_trials(deepcopy=False, states=done)) < tuned.n_trials:
+            if len(study.get_trials(deepcopy=False, states=(states.FAIL,))) >= tuned.n_trials:
+                log.error("%s: %d trials failed (see %s); its search stops here", name, tuned.n_trials, SEARCH_DIR)
                 break
             trial = study.ask()
-            settings = {key: self._suggest(trial, key, space) for key, space in self.search_space.items()}
+            settings = {key: self._suggest(trial, key, space) for key, space in tuned.search_space.items()}
             job_dir = f"{SEARCH_DIR}/{directory_name(configuration)}/{trial.number}"
             overrides = [
                 *fixed,
                 *configuration,
                 *(f"{key}={value!r}" for key, value in settings.items()),
-                *self.trial_overrides,
+                *tuned.trial_overrides,
                 f"tuning.storage={Path(str(self.config.hydra.sweep.dir)) / JOURNAL}",
                 f"tuning.study='{name}'",
                 f"tuning.trial={trial.number}",
@@ -216,13 +228,13 @@ class TunedSweeper(Sweeper):
         if not study.get_trials(deepcopy=False, states=(states.COMPLETE,)):
             log.error("%s: no trial finished, so it has no seed runs", name)
             return None
-        log.info("%s: best %s = %.4f with %s", name, self.metric, study.best_value, study.best_params)
+        log.info("%s: best %s = %.4f with %s", name, tuned.metric, study.best_value, study.best_params)
         return study.best_params
 
     def _defaults(self, configuration: list[str], fixed: list[str]) -> dict[str, float]:
         """The configuration's own values of the searched keys (its untuned settings)."""
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, [*fixed, *configuration])
-        return {key: float(OmegaConf.select(cfg, key)) for key in self.search_space}
+        return {key: float(OmegaConf.select(cfg, key)) for key in self.settings.search_space}
 
     @staticmethod
     def _suggest(trial, key: str, space: dict) -> float:
@@ -255,6 +267,11 @@ class TunedSweeper(Sweeper):
             if job.path.is_dir():  # unfinished, or run at settings a continued search has since improved on
                 log.info("Job %d is run again; the previous one is moved aside to %s", number, job.move_aside())
             todo.append((number, overrides))
-        with ThreadPoolExecutor(self.n_jobs) as pool:
+        with ThreadPoolExecutor(self.settings.n_jobs) as pool:
             launched = pool.map(lambda job: self.launcher.launch([job[1]], initial_job_idx=job[0]), todo)
             return [ret for rets in launched for ret in rets]
+
+
+def _plain(node: Any) -> Any:
+    """A config node as plain Python containers (Hydra passes ``DictConfig``/``ListConfig``)."""
+    return OmegaConf.to_container(node) if isinstance(node, DictConfig | ListConfig) else node

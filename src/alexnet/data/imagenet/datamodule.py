@@ -28,16 +28,11 @@ from alexnet.data.base import ClassificationDataModule, DataError, data_shard, d
 from alexnet.data.imagenet.decoding import decode_on_device
 from alexnet.data.imagenet.folder import ImageFolderDataset, list_samples, read_classes
 from alexnet.data.imagenet.scan import find_bad_images_cached
-from alexnet.data.imagenet.shards import (
-    EvalShards,
-    collate_crops,
-    is_remote,
-    read_prepared,
-    read_shard_classes,
-    shard_loader,
-    train_shards,
-)
-from alexnet.data.imagenet.transforms import mix, ten_crop, to_normalised_floats
+from alexnet.data.imagenet.shards import is_remote, read_prepared, read_shard_classes
+from alexnet.data.imagenet.transforms import ten_crop, to_normalised_floats
+from alexnet.data.seeds import mix
+from alexnet.errors import require
+from alexnet.lightning_compat import trained_batches
 
 RECIPES = ("paper", "torchvision")
 TTAS = ("center", "tencrop")
@@ -89,24 +84,18 @@ class ImageNetDataModule(ClassificationDataModule):
         cache_dir: str | None = None,
         seed: int = 0,
     ) -> None:
-        if recipe not in RECIPES or eval_tta not in TTAS or bad_images not in ("error", "skip"):
-            raise ValueError(
-                f"data.recipe must be one of {RECIPES}, data.eval_tta one of {TTAS}, data.bad_images "
-                f"'error' or 'skip'; got {recipe!r}, {eval_tta!r}, {bad_images!r}"
-            )
-        if decode not in ("loader", "device"):
-            raise ValueError(f"data.decode={decode!r}; choose 'loader' (CPU workers) or 'device' (the GPU)")
-        if format not in FORMATS:
-            raise ValueError(f"data.format={format!r}; choose 'folder' (the file tree) or 'shards' (prepared shards)")
-        if format == "shards" and recipe != "paper":
-            raise ValueError(
-                "data.format=shards stores the paper's central squares, which data.recipe=torchvision's random "
-                "resized crops cannot use; use data.recipe=paper, or data.format=folder"
-            )
-        if image_size > resize:
-            raise ValueError(
-                f"data.image_size={image_size} is larger than data.resize={resize}: crops come out of the resized image"
-            )
+        require(recipe in RECIPES, "data.recipe", recipe, f"one of {list(RECIPES)}")
+        require(eval_tta in TTAS, "data.eval_tta", eval_tta, f"one of {list(TTAS)}")
+        require(bad_images in ("error", "skip"), "data.bad_images", bad_images, "'error' or 'skip'")
+        require(decode in ("loader", "device"), "data.decode", decode, "'loader' (CPU workers) or 'device' (the GPU)")
+        require(format in FORMATS, "data.format", format, "'folder' (the file tree) or 'shards' (prepared shards)")
+        squares = (
+            "paper with data.format=shards, whose stored central squares the torchvision recipe's random resized "
+            "crops cannot use (or data.format=folder)"
+        )
+        require(format != "shards" or recipe == "paper", "data.recipe", recipe, squares)
+        within = f"at most data.resize={resize}: crops come out of the resized image"
+        require(image_size <= resize, "data.image_size", image_size, within)
         super().__init__(num_classes, batch_size, num_workers, pin_memory)
         self.root, self.image_size, self.recipe, self.eval_tta = Path(root), image_size, recipe, eval_tta
         self.pca_std, self.resize, self.bad_images, self.scan = pca_std, resize, bad_images, scan
@@ -149,9 +138,11 @@ class ImageNetDataModule(ClassificationDataModule):
                     f"src/prepare_imagenet.py --archives <folder> --root {self.root} --format shards`, "
                     "or set data.shards"
                 )
+        from alexnet.data.imagenet.shard_reader import EvalShards, TrainShards  # litdata: seconds to import
+
         train_tf, eval_tf = self.transforms()
         encoded = self.decode == "device"
-        self.train_set = train_shards(
+        self.train_set = TrainShards(
             f"{self.shards}/train",
             self.image_size,
             self.seed,
@@ -173,21 +164,23 @@ class ImageNetDataModule(ClassificationDataModule):
     def train_dataloader(self):
         if self.format != "shards":
             return super().train_dataloader()
+        from alexnet.data.imagenet.shard_reader import EvalShards, ShardLoader, collate_crops
+
         trainer = self.trainer
-        return shard_loader(
+        return ShardLoader(
             self.train_set,
             self.batch_size_per_device,
             self.num_workers,
             epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
-            progress=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed)
-            if trainer is not None
-            else (lambda: 0),
+            progress=partial(trained_batches, trainer) if trainer is not None else (lambda: 0),
             collate_fn=EvalShards.collate if self.decode == "device" else collate_crops,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
 
     def evaluation_set(self, split: str):
         if self.format == "shards":
+            from alexnet.data.imagenet.shard_reader import EvalShards
+
             center = self.transforms(tta="center")[1]
             if split == "train":
                 return EvalShards(f"{self.shards}/train", center, cache_dir=self._cache("train-eval"))

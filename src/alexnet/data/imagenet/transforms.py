@@ -51,17 +51,3 @@ def ten_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     """The paper's 10 test patches of a ``3×H×W`` image: 4 corners + centre, then their mirror images."""
     patches = TF.five_crop(image, [size, size])
     return torch.stack([*patches, *(TF.horizontal_flip(p) for p in patches)])
-
-
-MASK = (1 << 64) - 1
-
-
-def mix(*values: int) -> int:
-    """A 64-bit hash of integers (SplitMix64's finaliser, chained): the same in every process, so
-    that what it seeds (a crop, a step's colour noise) does not depend on a process's generator."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (v & MASK)) * 0xBF58476D1CE4E5B9 & MASK
-        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & MASK
-        h ^= h >> 29
-    return h
