@@ -7,8 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from alexnet.run.layout import RunDir
+from alexnet.run.guard import OccupiedRunDirectory, RunDirectoryGuard
+from alexnet.run.layout import JOURNAL, RunDir
 from conftest import ROOT, run_script
 
 TRAIN = str(ROOT / "src" / "train.py")
@@ -67,6 +69,28 @@ def test_a_sweep_into_a_used_sweep_directory_is_refused(tmp_path):
 
 def make(target: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", target, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(
+    ("sweeper", "continues"),
+    [
+        ("hydra_plugins.alexnet_launcher.tuned_sweeper.TunedSweeper", True),
+        ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", False),
+    ],
+)
+def test_only_a_sweeper_that_continues_in_place_may_reuse_its_sweep_directory(tmp_path, sweeper, continues):
+    """A tuned sweep started again on its directory continues it (its journal keeps the finished
+    trials); any other sweep into a directory with a finished job is refused."""
+    (tmp_path / JOURNAL).write_text("")
+    job = RunDir(tmp_path / "0")
+    job.path.mkdir()
+    job.results_file.write_text(json.dumps({"status": "finished"}))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"_target_": sweeper}}})
+    if continues:
+        RunDirectoryGuard().on_multirun_start(config)
+    else:
+        with pytest.raises(OccupiedRunDirectory, match="already holds 1 job"):
+            RunDirectoryGuard().on_multirun_start(config)
 
 
 def test_make_clean_removes_caches_and_never_a_run(tmp_path):

@@ -5,6 +5,7 @@ import logging
 import os
 
 from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from alexnet.run.layout import JOURNAL, RunDir
@@ -47,7 +48,7 @@ class RunDirectoryGuard(Callback):
         if _continuing():
             return
         sweep = RunDir(str(config.hydra.sweep.dir))
-        if (sweep.path / JOURNAL).is_file() and str(config.hydra.sweeper.get("_target_", "")).endswith("TunedSweeper"):
+        if (sweep.path / JOURNAL).is_file() and _continues_in_place(config.hydra.sweeper):
             log.info("Continuing the tuned sweep in %s: its studies, finished trials and jobs are kept", sweep)
             return
         jobs = {}
@@ -66,6 +67,13 @@ class RunDirectoryGuard(Callback):
             f"this sweep in a new directory (another hydra.sweep.dir, or none for a dated one), or add "
             f"overwrite=true to move the old sweep aside to {sweep}.replaced-<time> first"
         )
+
+
+def _continues_in_place(sweeper: DictConfig) -> bool:
+    """Whether the configured sweeper continues a sweep in its own directory (its class says so:
+    ``continues_in_place``, as the tuned sweeper does with its journal of finished trials)."""
+    target = sweeper.get("_target_")
+    return bool(target) and getattr(get_class(str(target)), "continues_in_place", False)
 
 
 def _continuing() -> bool:

@@ -106,6 +106,8 @@ class TunedSweeper(Sweeper):
         **settings: the search's :class:`SearchSettings`.
     """
 
+    continues_in_place = True  # run again on its directory, it keeps its journal's finished trials (run.guard)
+
     def __init__(self, params: DictConfig | None = None, **settings: Any) -> None:
         self.settings = SearchSettings(**settings)
         self.params = _plain(params) or {}
