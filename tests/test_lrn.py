@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from alexnet.errors import ConfigError
 from alexnet.models import AlexNet, LocalResponseNorm, fast_lrn
 
 
@@ -120,7 +121,7 @@ def test_every_impl_gives_the_same_numbers_with_columns():
 
 
 def test_unknown_impl_is_refused_when_built():
-    with pytest.raises(ValueError, match="LRN impl 'cuda'"):
+    with pytest.raises(ConfigError, match="norm.impl='cuda' is not allowed: one of"):
         LocalResponseNorm(8, impl="cuda")
 
 

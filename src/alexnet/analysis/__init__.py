@@ -1,1 +1,2 @@
-"""After a run: evaluation through the system's metrics, pictures of the network, sweep reports."""
+"""Pictures and tables from networks, evaluations and run records: conv1's kernels, confusions,
+predictions and neighbours, and sweep reports."""

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import is_number, require
-from alexnet.models.fast_lrn import local_response_norm, resolve_impl
+from alexnet.models.fast_lrn import IMPLS, local_response_norm
 
 NormFactory = Callable[[int, int], nn.Module]
 PoolFactory = Callable[[], nn.Module]
@@ -60,8 +60,8 @@ class LocalResponseNorm(nn.Module):
         self.num_channels, self.groups = num_channels, groups
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.alpha_over_n = alpha_over_n
+        require(impl in IMPLS, "norm.impl", impl, f"one of {list(IMPLS)}")  # now, not at the first batch
         self.impl = impl
-        resolve_impl(impl, torch.device("cpu"))  # reject an unknown impl now, not at the first batch
 
     @property
     def torch_alpha(self) -> float:

@@ -145,6 +145,11 @@ class RunDir:
         return target
 
 
+def sweep_group(sweep_dir: Path) -> str:
+    """A sweep's W&B group: its directory's last two parts (date/time)."""
+    return "sweep-" + "-".join(sweep_dir.parts[-2:])
+
+
 # -- a new run's name ---------------------------------------------------------------------------
 @functools.cache
 def launch_id() -> str:

@@ -1,4 +1,4 @@
-"""A sweep directory, read: its jobs' records, how many it asked for, its W&B group, its report.
+"""A sweep directory, read: its jobs' records, how many it asked for, and its report.
 
 ``src/report.py`` and the sweep launchers reach a sweep's files here; the numbers, plots and
 markdown are :mod:`alexnet.analysis.sweep_stats`, ``sweep_plots`` and ``sweep_report``.
@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from alexnet.analysis.search import load_searches
 from alexnet.analysis.sweep_report import log_to_wandb, write_report
 from alexnet.analysis.sweep_stats import Job, job_order
-from alexnet.run.layout import JOURNAL, RunDir
+from alexnet.run.layout import JOURNAL, RunDir, sweep_group
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
@@ -37,11 +37,6 @@ def expected_job_count(sweep_dir: Path) -> int | None:
     for o in parsed:  # in order: a later override of a key replaces an earlier one, a sweep or not
         sizes[o.get_key_element()] = len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
     return math.prod(sizes.values())
-
-
-def sweep_group(sweep_dir: Path) -> str:
-    """A W&B group per sweep: its directory's last two parts (date/time)."""
-    return "sweep-" + "-".join(sweep_dir.parts[-2:])
 
 
 def report_sweep(sweep_dir: Path, wandb_mode: str = "disabled") -> dict[str, Path]:

@@ -1,1 +1,2 @@
-"""Training: the Lightning system, its callbacks and loggers, resuming, and one run from config to results."""
+"""The Lightning parts: the system, its callbacks, strategies, checkpoint IO and loggers, and the
+evaluation through Trainer.test. They take built objects, never a Hydra config."""

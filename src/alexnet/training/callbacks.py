@@ -61,7 +61,7 @@ class ModelSummary(RichModelSummary):
 
 
 class LastCheckpoint(Checkpoint):
-    """``<dirpath>/last.ckpt``: the whole training state at the end of the last finished epoch,
+    """``last.ckpt`` (``path``): the whole training state at the end of the last finished epoch,
     written at the end of every epoch (after its validation), so ``checkpoint=last`` and a resume
     from it mean what they say.
 
@@ -71,8 +71,8 @@ class LastCheckpoint(Checkpoint):
     runs it after the other callbacks, so the file holds their states for this epoch (the best so far).
     """
 
-    def __init__(self, dirpath: str) -> None:
-        self.path = Path(dirpath) / "last.ckpt"  # RunDir.last_checkpoint (tests/test_rundir.py)
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)  # conf/callbacks puts it where RunDir.last_checkpoint reads it
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.save_checkpoint(self.path)  # every rank: the strategy writes on rank 0 and waits for it

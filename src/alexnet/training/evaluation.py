@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from alexnet.errors import require
 from alexnet.models import load_torchvision_weights
 from alexnet.training.system import ClassificationSystem
 
@@ -45,8 +46,7 @@ def evaluate(
 ) -> Evaluation:
     """Run ``split`` through ``trainer`` (``ckpt_path``: weights to load first, as ``Trainer.test``
     takes them). Call it on every process: the per-class counts are synchronised."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}: choose one of {SPLITS}")
+    require(split in SPLITS, "split", split, f"one of {list(SPLITS)}")
     system.track_per_class(split)
     run = trainer.test if split == "test" else trainer.validate
     (metrics,) = run(system, datamodule=datamodule, ckpt_path=ckpt_path, verbose=verbose)

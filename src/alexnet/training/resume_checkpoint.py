@@ -58,22 +58,22 @@ log = logging.getLogger(__name__)
 
 
 class ResumeCheckpoint(L.Callback):
-    """Writes ``<dirpath>/resume.ckpt`` (see the module docstring) and restores what Lightning's
+    """Writes the resume checkpoint (see the module docstring) and restores what Lightning's
     checkpoint leaves out: each rank's random number generators and training-metric states, and
     the logging step.
 
     Args:
-        dirpath: where ``resume.ckpt`` goes (the run's ``checkpoints`` directory).
+        path: the file (``conf/callbacks`` puts it where ``RunDir.resume_checkpoint`` reads it).
         every_n_steps: training steps between resume checkpoints (0: only at epoch starts and on
             signals and errors). Each write blocks training: 0.4-1.4 s for model=paper's 0.5 GB
             (weights and momentum) on this repo's 2-core test machine, disk-bound.
     """
 
-    def __init__(self, dirpath: str, every_n_steps: int = 500) -> None:
+    def __init__(self, path: str, every_n_steps: int = 500) -> None:
         every = "an integer >= 0 (0: only at epoch starts, signals, errors)"
         key = "callbacks.resume_checkpoint.every_n_steps"
         require(isinstance(every_n_steps, int) and every_n_steps >= 0, key, every_n_steps, every)
-        self.path = Path(dirpath) / "resume.ckpt"  # RunDir.resume_checkpoint (tests/test_rundir.py)
+        self.path = Path(path)
         self.every_n_steps = every_n_steps
         self.signal: int | None = None  # the signal that stopped the run
         self._pending: int = 0  # a signal this process received, not yet shared with the others

@@ -27,9 +27,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from alexnet.run.layout import RunDir
+from alexnet.errors import ConfigError
+from alexnet.run.layout import RunDir, sweep_group
 from alexnet.run.results import results_record
-from alexnet.run.sweep import sweep_group
 
 log = logging.getLogger(__name__)
 _COMPOSING = threading.Lock()  # a sweeper may launch from several threads (TunedSweeper's n_jobs)
@@ -47,7 +47,9 @@ def processes_per_job(devices: object) -> int:
         return len(devices)  # a list of device ids
     if devices in ("auto", -1, "-1"):
         return 1  # one process; pass an explicit count to use several devices in a sweep
-    raise ValueError(f"trainer.devices={devices!r}: give a count (e.g. 2) or a list of device ids for sweeps")
+    raise ConfigError(
+        f"trainer.devices={devices!r} is not allowed in a torchrun sweep: a count (e.g. 2) or a list of device ids"
+    )
 
 
 def job_command(
