@@ -280,3 +280,17 @@ def test_a_resumed_run_refuses_an_override_that_changes_its_network(tmp_path):
     trained = r"\(model.norm: \{'_target_': 'alexnet.models.LocalResponseNorm'.* as trained"
     with pytest.raises(ConfigError, match=rf"norm=batchnorm would change the network of .*{trained}"):
         recover_config(RunDir(tmp_path), now, ["norm=batchnorm"])
+
+
+def test_a_resume_refused_before_it_starts_leaves_the_run_as_it_was(uninterrupted):
+    """A config error on ``resume=`` (here, a change to the network) is reported, and the finished
+    run's record, checkpoints and metrics are untouched (Hydra's log of the command aside)."""
+
+    def files() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(uninterrupted.rglob("*")) if p.is_file() and p.suffix != ".log"}
+
+    before = files()
+    result = train_cli([f"resume={uninterrupted}", "norm=batchnorm"], uninterrupted.parent)
+    assert result.returncode == 1 and "norm=batchnorm would change the network" in result.stderr
+    assert files() == before
+    assert results(uninterrupted)["status"] == "finished"

@@ -69,7 +69,10 @@ class Run:
     def __exit__(self, kind: type | None, err: BaseException | None, tb: Any) -> bool:
         exit_code = self._classify(err)
         self._watchdog.stop()
-        self.record(self.status, self.error)
+        if self.cfg.resume and self.trainer is None:  # refused before it started: the run's record stands
+            log.error("resume=%s did not start (%s); its results.json is as it was", self.cfg.resume, self.error)
+        else:
+            self.record(self.status, self.error)
         finish_wandb(self.loggers, failed=self.status not in ("finished", "pruned"))
         if self.status in ("finished", "pruned"):
             end_process_group()
