@@ -9,6 +9,7 @@ are those training reports, at the precision the config says, on the devices thi
 asks for: not the run's (``trainer.devices=8`` on a laptop), one by default.
 
 Prints top-1/top-5 error and writes eval.json and per_class.csv into outputs/evals/<date>/<time>-<id>.
+With W&B on, the numbers go into the evaluated run's summary (``eval/<split>-<tta>/err1``, same id).
 Checkpoints load as tensors only (no pickled code runs).
 """
 
@@ -27,6 +28,7 @@ from alexnet.lightning_compat import exit_1_when_a_process_fails, set_collective
 from alexnet.run.layout import RunDir
 from alexnet.run.lifecycle import end_process_group
 from alexnet.run.recover import given_overrides, recover_config, run_arguments
+from alexnet.run.tracking import record_evaluation
 from alexnet.training.evaluation import evaluate, load_any_checkpoint, write_csv
 
 log = logging.getLogger("eval")
@@ -91,6 +93,11 @@ def main(cfg: DictConfig) -> None:
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{cfg.split} ({images:,} images, {cfg.tta}): top-1 error {100 * err1:.2f}%, top-5 error {100 * err5:.2f}%")
     print(f"wrote {out / 'eval.json'} and {out / 'per_class.csv'}")
+    prefix = f"eval/{cfg.split}-{cfg.tta}"  # e.g. eval/test-tencrop/err1, beside the run's own test/err1
+    numbers = {f"{prefix}/err1": err1, f"{prefix}/err5": err5, f"{prefix}/images": images}
+    wandb_id = record_evaluation(cfg, run, out, numbers)
+    if wandb_id is not None:
+        print(f"added {prefix}/* to the summary of W&B run {wandb_id}" + (f" ({run})" if run else ""))
 
 
 def eval_arguments(argv: list[str]) -> list[str]:

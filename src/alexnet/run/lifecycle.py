@@ -25,18 +25,19 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from alexnet.ablations import AXES, ablation_choices
+from alexnet.ablations import ablation_choices
 from alexnet.config import build
 from alexnet.lightning_compat import own_launcher
 from alexnet.run.layout import RunDir
 from alexnet.run.recover import prepare_resume
 from alexnet.run.results import headline, results_record
 from alexnet.run.slurm import requeued
+from alexnet.run.tracking import define_metrics, describe, finish_wandb, hyperparameters, job_type
 from alexnet.training.hangs import SignalWatchdog, failed_collective
 from alexnet.training.resume_checkpoint import ResumeCheckpoint
 from alexnet.training.stops import Diverged, TrialPruned
@@ -103,15 +104,22 @@ class Run:
                 continue
             extra: dict[str, Any] = {}
             if key == "wandb":
-                extra = {"name": name, "tags": tags, "id": self.dir.wandb_id(), "resume": "allow"}
+                extra = {
+                    "name": name,
+                    "tags": tags,
+                    "id": self.dir.wandb_id(),
+                    "resume": "allow",
+                    "job_type": job_type(self.cfg),
+                }
             elif key == "csv" and keep_rows is not None:
                 extra = {"keep_rows": keep_rows}
             logger = build(logger_cfg, f"logger.{key}", **extra)
             if logger is not None:  # W&B disabled
                 self.loggers.append(logger)
-        hyperparameters = OmegaConf.to_container(self.cfg, resolve=True)
+        config = hyperparameters(self.cfg)
         for logger in self.loggers:
-            logger.log_hyperparams(hyperparameters)
+            logger.log_hyperparams(config)
+        define_metrics(self.loggers)
         return self.loggers
 
     # -- the record ---------------------------------------------------------------------------
@@ -197,36 +205,6 @@ class Run:
         if launcher is not None:
             launcher.kill(signal.SIGKILL)
         os._exit(128 + signum)
-
-
-def describe(cfg: DictConfig) -> tuple[str, list[str]]:
-    """A run name and tags from the ablation choices and the overrides, for W&B.
-
-    e.g. ``cifar-lrn-overlap-relu-digits-p0.5-c2-s0`` with tags ``norm=lrn``, ``pool=overlap``, …
-    """
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    choices = dict(hydra.runtime.choices) if hydra else {}
-    axes = {axis: choices.get(axis, "?") for axis in AXES if axis != "dropout"}
-    name = "-".join(axes.values()) + f"-p{cfg.dropout.p}-c{cfg.model.columns}-s{cfg.seed}"
-    tags = [f"{axis}={value}" for axis, value in axes.items()]
-    tags += [
-        f"dropout.p={cfg.dropout.p}",
-        f"columns={cfg.model.columns}",
-        f"width={cfg.model.width}",
-        f"seed={cfg.seed}",
-    ]
-    overrides = list(hydra.overrides.task) if hydra else []
-    tags += [o for o in overrides if o not in tags and len(o) <= 64]  # W&B caps a tag at 64 characters
-    return name, tags
-
-
-def finish_wandb(loggers: list[Logger], failed: bool) -> None:
-    """Close the W&B run so that the next run in this process (a sweep job) starts its own."""
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish(exit_code=1 if failed else 0)
 
 
 def stop_other_processes(trainer: L.Trainer | None) -> None:
