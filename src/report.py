@@ -1,13 +1,17 @@
-"""Summarise a sweep directory into report.md, runs.csv and plots (see alexnet/run/sweep.py).
+"""Summarise a sweep directory into report.md, runs.csv and plots, and its W&B dashboard (a
+workspace view and a report of the sweep's group; see alexnet/run/sweep.py).
 
 python src/report.py outputs/multiruns/<date>/<time>-<id> [--wandb auto|online|offline|disabled]
+python src/report.py outputs/multiruns/<date>/<time>-<id> --publish [--entity <team>]
+    (save the dashboard written while W&B was offline, after `wandb sync` of the sweep's runs)
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from alexnet.run.sweep import report_sweep
+from alexnet.analysis.dashboard import WORKSPACE_FILE
+from alexnet.run.sweep import publish_dashboard, report_sweep
 from alexnet.training.loggers import wandb_mode
 
 
@@ -18,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb",
         default="auto",
         choices=["auto", "online", "offline", "disabled"],
-        help="log the table and plots to W&B (auto: as training runs do)",
+        help="log the table and plots to W&B and write its dashboard (auto: as training runs do)",
     )
+    parser.add_argument("--publish", action="store_true", help="save the dashboard written offline to W&B")
+    parser.add_argument("--entity", default=None, help="with --publish: the W&B team or user (default: yours)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir() or not list(args.sweep_dir.glob("*/.hydra/overrides.yaml")):
         print(
@@ -28,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.publish:
+        if not (args.sweep_dir / WORKSPACE_FILE).is_file():
+            print(f"error: no {WORKSPACE_FILE} in {args.sweep_dir}: run python src/report.py {args.sweep_dir} first")
+            return 2
+        for url in publish_dashboard(args.sweep_dir, args.entity):
+            print(f"W&B: {url}")
+        return 0
     written = report_sweep(args.sweep_dir, wandb_mode(args.wandb))
     print(written["report"].read_text())
     for path in written.values():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from alexnet.ablations import axis_name
 from alexnet.run.tracking import axes, job_type
 from conftest import ROOT, compose_config, run_script
 from helpers.wandb_files import offline_runs
@@ -88,5 +89,5 @@ def test_a_tuned_sweeps_trial_is_a_search_job_and_its_tuned_settings_are_axes(tm
     assert job_type(cfg) == "search"
     assert job_type(compose_config(SHORT, tmp_path)) == "train"
     values = axes(compose_config([*SHORT, *tuned], tmp_path))
-    searched = {key.replace(".", "_") for key in cfg.hydra.sweeper.search_space}
+    searched = {axis_name(key) for key in cfg.hydra.sweeper.search_space}  # dropout.p: dropout
     assert searched and searched <= set(values) and values["optimizer_lr"] == 0.003

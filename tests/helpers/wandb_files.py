@@ -46,7 +46,7 @@ class OfflineRun:
     job_type: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # nested as logged: {"val/err1": {"min": …}}
     history_keys: set[str] = field(default_factory=set)
 
 
@@ -65,11 +65,15 @@ def read_offline_run(folder: Path) -> OfflineRun:
             metric = record.metric
             summary = [name for name in ("min", "max", "mean", "last", "best", "none") if getattr(metric.summary, name)]
             run.metrics[metric.name or metric.glob_name] = {"step_metric": metric.step_metric, "summary": summary}
-        elif kind == "history":
-            run.history_keys.update(item.key or "/".join(item.nested_key) for item in record.history.item)
+        elif kind == "history":  # a logged image is a nested value: its name, then its fields
+            run.history_keys.update(item.key or item.nested_key[0] for item in record.history.item)
         elif kind == "summary":
             for item in record.summary.update:
-                run.summary["/".join(item.nested_key) if item.nested_key else item.key] = json.loads(item.value_json)
+                *parents, leaf = list(item.nested_key) or [item.key]
+                node = run.summary
+                for name in parents:
+                    node = node.setdefault(name, {})
+                node[leaf] = json.loads(item.value_json)
     return run
 
 

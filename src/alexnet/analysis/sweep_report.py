@@ -23,6 +23,11 @@ from alexnet.analysis.sweep_stats import (
 )
 
 
+def tuned_keys(searches: Sequence[Search]) -> list[str]:
+    """The settings a tuned sweep's search stage tuned (``optimizer.lr``, …), in the order found."""
+    return list(dict.fromkeys(key for search in searches for key in search.best_params))
+
+
 def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     if not rows:
         return "_no finished jobs_\n"
@@ -82,7 +87,7 @@ def write_report(
     """Write report.md, runs.csv and the plots into ``sweep_dir``; return what was written.
 
     ``expected``: the number of jobs the sweep asked for; ``searches``: a tuned sweep's studies."""
-    axes, groups = group_jobs(jobs, tuned=[k for s in searches for k in s.best_params])
+    axes, groups = group_jobs(jobs, tuned=tuned_keys(searches))
     baseline = baseline_of(groups)
     written = {"report": sweep_dir / "report.md", "runs": sweep_dir / "runs.csv"}
     write_runs_csv(written["runs"], jobs, groups)

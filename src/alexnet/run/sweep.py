@@ -1,18 +1,24 @@
-"""A sweep directory, read: its jobs' records, how many it asked for, and its report.
+"""A sweep directory, read: its jobs' records, how many it asked for, its report and its W&B
+dashboard.
 
-``src/report.py`` and the sweep launchers reach a sweep's files here; the numbers, plots and
-markdown are :mod:`alexnet.analysis.sweep_stats`, ``sweep_plots`` and ``sweep_report``.
+``src/report.py`` and the sweep launchers reach a sweep's files here; the numbers, plots, markdown
+and dashboard are :mod:`alexnet.analysis.sweep_stats`, ``sweep_plots``, ``sweep_report`` and
+``dashboard``.
 """
 
+import logging
 import math
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from alexnet.analysis import dashboard
 from alexnet.analysis.search import load_searches
-from alexnet.analysis.sweep_report import log_to_wandb, write_report
-from alexnet.analysis.sweep_stats import Job, job_order
+from alexnet.analysis.sweep_report import log_to_wandb, tuned_keys, write_report
+from alexnet.analysis.sweep_stats import Job, group_jobs, job_order
 from alexnet.run.layout import JOURNAL, RunDir, sweep_group
+
+log = logging.getLogger(__name__)
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
@@ -40,10 +46,52 @@ def expected_job_count(sweep_dir: Path) -> int | None:
 
 
 def report_sweep(sweep_dir: Path, wandb_mode: str = "disabled") -> dict[str, Path]:
-    """Write the sweep's report (``report.md``, ``runs.csv``, plots) from its jobs' records, and log
-    it to W&B unless ``wandb_mode`` is ``disabled``; return what was written."""
-    searches = load_searches(sweep_dir / JOURNAL)
-    written = write_report(sweep_dir, load_jobs(sweep_dir), expected_job_count(sweep_dir), searches)
-    if wandb_mode != "disabled":
-        log_to_wandb(sweep_dir, written, wandb_mode, sweep_group(sweep_dir))
+    """Write the sweep's report (``report.md``, ``runs.csv``, plots) from its jobs' records; unless
+    ``wandb_mode`` is ``disabled``, log it to W&B and write the W&B dashboard's specifications,
+    saved at once when W&B is online (:func:`publish_dashboard`). Return what was written."""
+    jobs, searches = load_jobs(sweep_dir), load_searches(sweep_dir / JOURNAL)
+    written = write_report(sweep_dir, jobs, expected_job_count(sweep_dir), searches)
+    if wandb_mode == "disabled":
+        return written
+    group = sweep_group(sweep_dir)
+    log_to_wandb(sweep_dir, written, wandb_mode, group)
+    written.update(write_dashboard(sweep_dir, jobs, tuned_keys(searches)))
+    if wandb_mode == "online":
+        for url in publish_dashboard(sweep_dir):
+            print(f"W&B: {url}")
+    else:
+        print(
+            f"W&B is offline: the dashboard's specifications are in {sweep_dir}. Publish them once the runs are "
+            f"uploaded:\n  wandb sync $(find {sweep_dir} -type d -name 'offline-run-*') && "
+            f"python src/report.py {sweep_dir} --publish"
+        )
     return written
+
+
+def write_dashboard(sweep_dir: Path, jobs: list[Job], tuned: list[str]) -> dict[str, Path]:
+    """The workspace view and the report of the sweep's W&B group, as JSON beside ``report.md``."""
+    axes, _ = group_jobs(jobs, tuned)
+    group, project = sweep_group(sweep_dir), _project(sweep_dir, jobs)
+    markdown = (sweep_dir / "report.md").read_text()
+    views = {
+        dashboard.WORKSPACE_FILE: dashboard.workspace(group, axes, tuned, project),
+        dashboard.REPORT_FILE: dashboard.report(group, axes, tuned, markdown, project),
+    }
+    return {name.removesuffix(".json"): path for name, path in dashboard.write_specs(sweep_dir, views).items()}
+
+
+def publish_dashboard(sweep_dir: Path, entity: str | None = None) -> list[str]:
+    """Save the sweep's dashboard (written by :func:`write_dashboard`) to W&B, under ``entity``
+    (default: the logged-in user's); return the URLs."""
+    import wandb
+
+    return dashboard.publish(sweep_dir, entity or wandb.Api().default_entity)
+
+
+def _project(sweep_dir: Path, jobs: list[Job]) -> str:
+    """The W&B project the sweep's jobs logged to (``logger.wandb.project``)."""
+    for job in jobs:
+        saved = RunDir(sweep_dir / job.name)
+        if saved.config_file.is_file():
+            return str(OmegaConf.select(saved.config(), "logger.wandb.project", default="alexnet"))
+    return "alexnet"

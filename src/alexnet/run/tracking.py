@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.ablations import AXES
+from alexnet.ablations import AXES, VALUES, axis_name
 from alexnet.run.layout import RunDir
 from alexnet.training.loggers import wandb_mode
 
@@ -54,10 +54,10 @@ def axes(cfg: DictConfig) -> dict[str, Any]:
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     choices = dict(hydra.runtime.choices) if hydra else {}
     values: dict[str, Any] = {axis: choices.get(axis) for axis in AXES if axis != "dropout"}
-    values.update(dropout=cfg.dropout.p, columns=cfg.model.columns, width=cfg.model.width, seed=cfg.seed)
+    values.update({name: OmegaConf.select(cfg, key) for key, name in VALUES.items()})
     tuned = OmegaConf.select(hydra, "sweeper.search_space", default=None) if hydra else None
     for key in tuned or {}:
-        values[key.replace(".", "_")] = OmegaConf.select(cfg, key)
+        values[axis_name(key)] = OmegaConf.select(cfg, key)
     return values
 
 
