@@ -22,6 +22,7 @@ from alexnet.models.scores import class_scores
 from alexnet.training.evaluation import load_any_checkpoint
 from conftest import ROOT, run_script
 from helpers.imagenet import NAMES, WNIDS, bad_files, jpeg_bytes, photo_tiles, prepare_script, write_archives
+from helpers.wandb_files import offline_runs
 
 
 @pytest.fixture
@@ -265,7 +266,9 @@ def test_train_then_evaluate_with_ten_crops(tmp_path):
         "model.width=0.125",
         "trainer.accelerator=cpu",
     ]
-    run = run_script([str(ROOT / "src" / "train.py"), "data=imagenet", "debug=smoke", *common], cwd=tmp_path)
+    offline = {"WANDB_MODE": "offline"}  # as for a user without a W&B login
+    train = [str(ROOT / "src" / "train.py"), "data=imagenet", "debug=smoke", *common]
+    run = run_script(train, cwd=tmp_path, env=offline)
     assert run.returncode == 0, run.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
     results = json.loads((run_dir / "results.json").read_text())
@@ -276,6 +279,7 @@ def test_train_then_evaluate_with_ten_crops(tmp_path):
         result = run_script(
             [str(ROOT / "src" / "eval.py"), f"ckpt_path={checkpoint}", "data=imagenet", f"tta={tta}", *common],
             cwd=tmp_path,
+            env=offline,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"test (3 images, {tta})" in result.stdout
@@ -283,6 +287,13 @@ def test_train_then_evaluate_with_ten_crops(tmp_path):
     summary = json.loads(evals[-1].read_text())
     assert summary["tta"] == "tencrop" and summary["kind"] == "lightning" and 0 <= summary["err1"] <= 1
     assert len((evals[-1].parent / "per_class.csv").read_text().splitlines()) == 4
+    # Both evaluations are in the run's own W&B run, under their own names.
+    run_id = (run_dir / "wandb" / "run-id").read_text().strip()
+    trained, *evaluated = offline_runs(run_dir)
+    assert {attempt.id for attempt in (trained, *evaluated)} == {run_id}
+    added = {key: value for attempt in evaluated for key, value in attempt.summary.items()}
+    assert added["eval/test-tencrop/err1"] == pytest.approx(summary["err1"])
+    assert added["eval/test-center/images"] == added["eval/test-tencrop/images"] == 3
 
 
 def test_ten_crop_on_digits_is_refused_with_a_reason(tmp_path):
