@@ -91,3 +91,17 @@ def test_a_tuned_sweeps_trial_is_a_search_job_and_its_tuned_settings_are_axes(tm
     values = axes(compose_config([*SHORT, *tuned], tmp_path))
     searched = {axis_name(key) for key in cfg.hydra.sweeper.search_space}  # dropout.p: dropout
     assert searched and searched <= set(values) and values["optimizer_lr"] == 0.003
+
+
+def test_an_evaluation_of_a_checkpoint_outside_a_run_is_a_run_of_job_type_eval(trained_resumed_evaluated, tmp_path):
+    run_dir, _ = trained_resumed_evaluated
+    copied = tmp_path / "weights.ckpt"
+    copied.write_bytes(Path(json.loads((run_dir / "results.json").read_text())["best_checkpoint"]).read_bytes())
+    out = tmp_path / "eval"
+    evaluated = run_script(["src/eval.py", f"ckpt_path={copied}", *SHORT, f"hydra.run.dir={out}"], ROOT, OFFLINE)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    (attempt,) = offline_runs(out)
+    assert attempt.job_type == "eval"
+    assert attempt.summary["eval/test-center/err1"] == pytest.approx(
+        json.loads((out / "eval.json").read_text())["err1"]
+    )
