@@ -52,7 +52,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def test_the_report_writes_the_dashboard_and_the_command_that_publishes_it(reported_sweep):
     sweep, printed = reported_sweep
-    assert (sweep / dashboard.WORKSPACE_FILE).is_file() and (sweep / dashboard.REPORT_FILE).is_file()
+    for name in (dashboard.WORKSPACE_FILE, dashboard.REPORT_FILE, dashboard.PREVIEW_FILE):
+        assert (sweep / name).is_file(), name
     assert f"python src/report.py {sweep} --publish" in printed and "wandb sync" in printed
 
 

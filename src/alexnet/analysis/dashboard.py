@@ -28,13 +28,14 @@ from wandb_workspaces.reports.v2.internal import ReportViewspec
 from wandb_workspaces.workspaces.internal import View
 
 from alexnet.ablations import AXES, VALUES, axis_name
+from alexnet.analysis.plotting import pyplot, save
 
 WORKSPACES_TESTED = "0.4.13"
 CURVES = ("val/err1", "train/err1")  # plotted against the epoch, grouped by each axis
 BEST = "val/err1.min"  # the run's best validation top-1 error: W&B's summary of val/err1 (summary="min")
 TEST = "test/err1"  # the test error of the best checkpoint
-MEDIA = ("visuals/filters", "visuals/confusion")  # conv1's kernels (Fig. 3) and the confusion matrix
-WORKSPACE_FILE, REPORT_FILE = "wandb_workspace.json", "wandb_report.json"
+MEDIA = {"visuals/filters": "conv1's kernels (Fig. 3)", "visuals/confusion": "the confusion matrix"}
+WORKSPACE_FILE, REPORT_FILE, PREVIEW_FILE = "wandb_workspace.json", "wandb_report.json", "wandb_workspace.png"
 
 
 def axis_key(key: str, tuned: Sequence[str] = ()) -> str:
@@ -66,7 +67,7 @@ def sweep_panels(axes: Sequence[str], tuned: Sequence[str]) -> list[tuple[str, l
     sections.append(
         ("axes → error", [wr.ParallelCoordinatesPlot(title="the axes against the errors", columns=columns)])
     )
-    sections.append(("pictures", [wr.MediaBrowser(title=key, media_keys=[key]) for key in MEDIA]))
+    sections.append(("pictures", [wr.MediaBrowser(title=title, media_keys=[key]) for key, title in MEDIA.items()]))
     return sections
 
 
@@ -140,6 +141,41 @@ def named_keys(spec: dict[str, Any]) -> dict[str, set[str]]:
 
     visit(spec)
     return found
+
+
+def preview(view: ws.Workspace, path: Path, per_row: int = 2) -> Path:
+    """A picture of the workspace's layout (sections in order, their panels side by side),
+    each panel's kind, title and what it plots: the dashboard, seen before it is published."""
+    plt = pyplot()
+    rows = [
+        (section.name, section.panels[i : i + per_row])
+        for section in view.sections
+        for i in range(0, len(section.panels), per_row)
+    ]
+    fig, ax = plt.subplots(figsize=(5 * per_row, 1.6 * len(rows) + 0.6))
+    ax.set_xlim(0, per_row)
+    ax.set_ylim(len(rows), -0.35)
+    ax.axis("off")
+    ax.text(0, -0.2, f"W&B workspace: {view.name}", fontsize=12, weight="bold")
+    for y, (section, panels) in enumerate(rows):
+        ax.text(0.02, y + 0.12, section, fontsize=10, weight="bold", color="tab:blue")
+        for x, panel in enumerate(panels):
+            ax.add_patch(plt.Rectangle((x + 0.04, y + 0.2), 0.92, 0.72, fill=False, linewidth=1.2))
+            ax.text(x + 0.08, y + 0.34, type(panel).__name__, fontsize=8, color="grey")
+            ax.text(x + 0.08, y + 0.52, panel.title, fontsize=8, wrap=True)
+            ax.text(x + 0.08, y + 0.74, _plots(panel), fontsize=7, color="dimgrey")
+    return save(fig, path)
+
+
+def _plots(panel: Any) -> str:
+    """What a panel shows, in a few words."""
+    if isinstance(panel, wr.LinePlot):
+        return f"y {', '.join(str(m.name if hasattr(m, 'name') else m) for m in panel.y)} · grouped by {panel.groupby}"
+    if isinstance(panel, wr.ParallelCoordinatesPlot):
+        return " → ".join(str(getattr(c.metric, "name", c.metric)).removeprefix("axes.") for c in panel.columns)
+    if isinstance(panel, wr.MediaBrowser):
+        return ", ".join(panel.media_keys)
+    return ""
 
 
 # -- the library's model: its private part, here only ----------------------------------------------

@@ -77,7 +77,9 @@ def write_dashboard(sweep_dir: Path, jobs: list[Job], tuned: list[str]) -> dict[
         dashboard.WORKSPACE_FILE: dashboard.workspace(group, axes, tuned, project),
         dashboard.REPORT_FILE: dashboard.report(group, axes, tuned, markdown, project),
     }
-    return {name.removesuffix(".json"): path for name, path in dashboard.write_specs(sweep_dir, views).items()}
+    written = {name.removesuffix(".json"): path for name, path in dashboard.write_specs(sweep_dir, views).items()}
+    written["wandb_preview"] = dashboard.preview(views[dashboard.WORKSPACE_FILE], sweep_dir / dashboard.PREVIEW_FILE)
+    return written
 
 
 def publish_dashboard(sweep_dir: Path, entity: str | None = None) -> list[str]:
