@@ -12,6 +12,7 @@ from conftest import ROOT, run_script
 from helpers.wandb_files import offline_runs
 
 OFFLINE = {"WANDB_MODE": "offline"}
+PLOTS = ("val_curves", "train_curves", "differences")  # the report run's images
 SHORT = ["debug=smoke", "trainer.accelerator=cpu", "data.batch_size=64", "model.width=0.25", "trainer.max_epochs=2"]
 
 
@@ -32,11 +33,12 @@ def logged(sweep: Path) -> dict[str, set[str]]:
     """What the sweep's four runs logged, from their offline files: config keys (nested, dotted),
     metric names (history and summary, a summary's {"min": …} as name.min) and media keys."""
     found: dict[str, set[str]] = {"config": set(), "metrics": set(), "media": set()}
-    for job in sorted(p for p in sweep.iterdir() if (p / "results.json").is_file()):
-        for run in offline_runs(job):
+    jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
+    for folder in [*jobs, sweep]:  # the sweep's own folder: the report's run
+        for run in offline_runs(folder):
             found["config"] |= set(flatten(run.config))
             found["metrics"] |= run.history_keys | set(flatten(run.summary))
-            found["media"] |= {key for key in run.history_keys if key.startswith("visuals/")}
+            found["media"] |= {key for key in run.history_keys if key.startswith("visuals/") or key in PLOTS}
     return found
 
 
@@ -64,6 +66,8 @@ def test_every_key_a_panel_names_was_logged_by_the_sweeps_runs(reported_sweep, n
     runs = logged(sweep)
     assert named["config"] == {"axes.norm"}  # the swept axis, grouped by; the seeds are averaged over
     assert {"val/err1", "train/err1", "val/err1.min", "test/err1"} <= named["metrics"]
+    if name == dashboard.REPORT_FILE:
+        assert "val_curves" in named["media"] and "differences" in named["media"]  # lrn is the paper's choice
     for kind in ("config", "metrics", "media"):
         missing = named[kind] - runs[kind] - {"_step"}  # W&B's own step
         assert not missing, f"{name} names {kind} no run logged: {sorted(missing)}"

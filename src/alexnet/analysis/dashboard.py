@@ -90,19 +90,29 @@ def workspace(group: str, axes: Sequence[str], tuned: Sequence[str], project: st
 
 
 def report(
-    group: str, axes: Sequence[str], tuned: Sequence[str], markdown: str, project: str, entity: str = ""
+    group: str,
+    axes: Sequence[str],
+    tuned: Sequence[str],
+    markdown: str,
+    project: str,
+    plots: Sequence[str] = (),
+    entity: str = "",
 ) -> wr.Report:
-    """A W&B report of the sweep: its ``report.md`` and the workspace's panels over its runs; for a
-    tuned sweep, the search stage's trials beside the seed runs."""
-    in_group = f"Group = '{group}'"
+    """A W&B report of the sweep: its ``report.md``, its ``plots`` (the images its ``report`` run
+    logged, by key), and the workspace's panels over its runs; for a tuned sweep, the search
+    stage's trials as a run set beside the seed runs."""
+
+    def runset(name: str, job_type: str) -> wr.Runset:
+        where = f"Group = '{group}' and JobType = '{job_type}'"
+        return wr.Runset(project=project, entity=entity, name=name, filters=where)
+
     blocks: list[Any] = [wr.MarkdownBlock(text=markdown)]
+    if plots:
+        media = [wr.MediaBrowser(title=key, media_keys=[key]) for key in plots]
+        blocks += [wr.H2(text="the report's plots"), wr.PanelGrid(runsets=[runset("report", "report")], panels=media)]
+    stages = [runset("runs", "train"), *([runset("search", "search")] if tuned else [])]
     for name, panels in sweep_panels(axes, tuned):
-        runsets = [wr.Runset(project=project, entity=entity, name="runs", filters=f"{in_group} and JobType = 'train'")]
-        if tuned:
-            runsets.append(
-                wr.Runset(project=project, entity=entity, name="search", filters=f"{in_group} and JobType = 'search'")
-            )
-        blocks += [wr.H2(text=name), wr.PanelGrid(runsets=runsets, panels=panels)]
+        blocks += [wr.H2(text=name), wr.PanelGrid(runsets=stages, panels=panels)]
     return wr.Report(project=project, entity=entity, title=f"AlexNet sweep {group}", blocks=blocks)
 
 

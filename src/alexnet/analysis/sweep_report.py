@@ -139,6 +139,11 @@ def write_report(
     return written
 
 
+def plot_keys(written: dict[str, Path]) -> list[str]:
+    """The report's pictures among what it wrote, by key: what its W&B run logs them as."""
+    return [key for key, path in written.items() if path.suffix == ".png"]
+
+
 def log_to_wandb(sweep_dir: Path, written: dict[str, Path], mode: str, group: str) -> None:
     """Log the table and plots as a W&B run of job type ``report`` in the sweep's W&B ``group``."""
     import wandb
@@ -155,6 +160,6 @@ def log_to_wandb(sweep_dir: Path, written: dict[str, Path], mode: str, group: st
     )
     try:
         run.log({"runs": wandb.Table(columns=rows[0], data=rows[1:])})
-        run.log({key: wandb.Image(str(path)) for key, path in written.items() if path.suffix == ".png"})
+        run.log({key: wandb.Image(str(written[key])) for key in plot_keys(written)})
     finally:
         run.finish()

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from alexnet.analysis import dashboard
 from alexnet.analysis.search import load_searches
-from alexnet.analysis.sweep_report import log_to_wandb, tuned_keys, write_report
+from alexnet.analysis.sweep_report import log_to_wandb, plot_keys, tuned_keys, write_report
 from alexnet.analysis.sweep_stats import Job, group_jobs, job_order
 from alexnet.run.layout import JOURNAL, RunDir, sweep_group
 
@@ -55,7 +55,7 @@ def report_sweep(sweep_dir: Path, wandb_mode: str = "disabled") -> dict[str, Pat
         return written
     group = sweep_group(sweep_dir)
     log_to_wandb(sweep_dir, written, wandb_mode, group)
-    written.update(write_dashboard(sweep_dir, jobs, tuned_keys(searches)))
+    written.update(write_dashboard(sweep_dir, jobs, tuned_keys(searches), plot_keys(written)))
     if wandb_mode == "online":
         for url in publish_dashboard(sweep_dir):
             print(f"W&B: {url}")
@@ -68,14 +68,15 @@ def report_sweep(sweep_dir: Path, wandb_mode: str = "disabled") -> dict[str, Pat
     return written
 
 
-def write_dashboard(sweep_dir: Path, jobs: list[Job], tuned: list[str]) -> dict[str, Path]:
-    """The workspace view and the report of the sweep's W&B group, as JSON beside ``report.md``."""
+def write_dashboard(sweep_dir: Path, jobs: list[Job], tuned: list[str], plots: list[str]) -> dict[str, Path]:
+    """The workspace view and the report of the sweep's W&B group, as JSON beside ``report.md``
+    (and a picture of the workspace); ``plots``: the keys of the report run's images."""
     axes, _ = group_jobs(jobs, tuned)
     group, project = sweep_group(sweep_dir), _project(sweep_dir, jobs)
     markdown = (sweep_dir / "report.md").read_text()
     views = {
         dashboard.WORKSPACE_FILE: dashboard.workspace(group, axes, tuned, project),
-        dashboard.REPORT_FILE: dashboard.report(group, axes, tuned, markdown, project),
+        dashboard.REPORT_FILE: dashboard.report(group, axes, tuned, markdown, project, plots),
     }
     written = {name.removesuffix(".json"): path for name, path in dashboard.write_specs(sweep_dir, views).items()}
     written["wandb_preview"] = dashboard.preview(views[dashboard.WORKSPACE_FILE], sweep_dir / dashboard.PREVIEW_FILE)
