@@ -203,7 +203,7 @@ def test_the_private_parts_of_litdata_used_here_are_still_there(prepared):
         assert hasattr(loader.dataset, name), f"{upgraded}: StreamingDataset has no {name}"
     env = _DistributedEnv.detect()
     assert (env.world_size, env.global_rank) == (1, 0), upgraded
-    replica = _DistributedEnv(2, 1, 1)  # train_shards builds one per replica: (world size, rank, nodes)
+    replica = _DistributedEnv(2, 1, 1)  # TrainShards builds one per replica: (world size, rank, nodes)
     assert (replica.world_size, replica.global_rank, replica.num_nodes) == (2, 1, 1), upgraded
     fresh = litdata.StreamingDataset(str(root / "shards" / "val"))
     assert getattr(fresh, "_on_demand_bytes", None) is True, f"{upgraded}: StreamingDataset has no _on_demand_bytes"

@@ -15,8 +15,8 @@ Layout (``<shards>`` is ``data.shards``, by default ``<data.root>/shards``)::
 
 Writing is :mod:`~alexnet.data.imagenet.shard_writer`; reading, :mod:`~alexnet.data.imagenet.shard_reader`:
 
-- training (:func:`train_shards` through :func:`shard_loader`): litdata's own streaming order
-  (chunks shuffled per epoch and per rank, items shuffled within them), disjoint shards per
+- training (``TrainShards`` through ``ShardLoader``): litdata's own streaming order (chunks
+  shuffled per epoch and per rank, items shuffled within them), disjoint shards per
   data-parallel replica, the same number of batches on every rank. Each image's random 227 crop
   and flip come from a hash of (seed, epoch, image), not from a worker's generator, and the loader
   is told how many batches of the epoch were trained, so a resumed run reads and augments exactly
