@@ -34,17 +34,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.publish:
-        if not (args.sweep_dir / WORKSPACE_FILE).is_file():
-            print(f"error: no {WORKSPACE_FILE} in {args.sweep_dir}: run python src/report.py {args.sweep_dir} first")
-            return 2
-        for url in publish_dashboard(args.sweep_dir, args.entity):
-            print(f"W&B: {url}")
-        return 0
-    written = report_sweep(args.sweep_dir, wandb_mode(args.wandb))
-    print(written["report"].read_text())
-    for path in written.values():
-        print(f"wrote {path}")
+    mode = wandb_mode(args.wandb)
+    if not args.publish:
+        written = report_sweep(args.sweep_dir, mode)
+        print(written["report"].read_text())
+        for path in written.values():
+            print(f"wrote {path}")
+        if mode == "disabled":
+            return 0
+        if mode != "online":
+            print(
+                f"W&B is offline: the dashboard's specifications are in {args.sweep_dir}. Publish them once the "
+                f"runs are uploaded:\n  wandb sync $(find {args.sweep_dir} -type d -name 'offline-run-*') && "
+                f"python src/report.py {args.sweep_dir} --publish"
+            )
+            return 0
+    elif not (args.sweep_dir / WORKSPACE_FILE).is_file():
+        print(
+            f"error: no {WORKSPACE_FILE} in {args.sweep_dir}: run python src/report.py {args.sweep_dir} first",
+            file=sys.stderr,
+        )
+        return 2
+    for url in publish_dashboard(args.sweep_dir, args.entity):  # online: saved at once
+        print(f"W&B: {url}")
     return 0
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from alexnet.analysis import dashboard
 from conftest import ROOT, run_script
-from helpers.wandb_files import offline_runs
+from helpers.wandb_files import named_keys, offline_runs
 
 OFFLINE = {"WANDB_MODE": "offline"}
 PLOTS = ("val_curves", "train_curves", "differences")  # the report run's images
@@ -62,7 +62,7 @@ def test_the_report_writes_the_dashboard_and_the_command_that_publishes_it(repor
 @pytest.mark.parametrize("name", [dashboard.WORKSPACE_FILE, dashboard.REPORT_FILE])
 def test_every_key_a_panel_names_was_logged_by_the_sweeps_runs(reported_sweep, name):
     sweep, _ = reported_sweep
-    named = dashboard.named_keys(json.loads((sweep / name).read_text()))
+    named = named_keys(json.loads((sweep / name).read_text()))
     runs = logged(sweep)
     assert named["config"] == {"axes.norm"}  # the swept axis, grouped by; the seeds are averaged over
     assert {"val/err1", "train/err1", "val/err1.min", "test/err1"} <= named["metrics"]

@@ -6,6 +6,7 @@ records (CRC, length, type) in 32 KiB blocks, each holding a serialised ``Record
 """
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,3 +81,41 @@ def read_offline_run(folder: Path) -> OfflineRun:
 def offline_runs(run_dir: Path) -> list[OfflineRun]:
     """Every attempt of the run in ``run_dir`` (a resumed run writes one folder per attempt), in order."""
     return [read_offline_run(folder) for folder in sorted((run_dir / "wandb").glob("offline-run-*"))]
+
+
+def named_keys(spec: dict[str, Any]) -> dict[str, set[str]]:
+    """The config keys, metric names and media keys a W&B view's panels and run sets name, read
+    from its JSON (what the W&B app will look up in the runs): the dashboard's side of the check
+    that no panel comes up empty."""
+    found: dict[str, set[str]] = {"config": set(), "metrics": set(), "media": set()}
+
+    def add(section: str, name: str) -> None:
+        if section in ("config", "c"):  # W&B writes a nested config key as <top>.value.<rest>
+            found["config"].add(re.sub(r"^([^.]+)\.value(\.|$)", r"\1\2", name))
+        elif section in ("summary", "history", "s"):
+            found["metrics"].add(name)
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("section"), str) and isinstance(node.get("name"), str):
+            add(node["section"], node["name"])
+        for key, value in node.items():
+            if key == "accessor" and isinstance(value, str) and ":" in value:
+                add(*value.split(":", 1))
+            elif key == "groupBy" and isinstance(value, str) and value:
+                add("config", value)
+            elif key == "xAxis" and isinstance(value, str):
+                found["metrics"].add(value)
+            elif key == "metrics" and isinstance(value, list):
+                found["metrics"].update(v for v in value if isinstance(v, str))
+            elif key == "mediaKeys" and isinstance(value, list):
+                found["media"].update(value)
+            else:
+                visit(value)
+
+    visit(spec)
+    return found

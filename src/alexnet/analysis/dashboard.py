@@ -17,7 +17,6 @@ installed version if an upgrade moves it).
 """
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,12 +70,13 @@ def sweep_panels(axes: Sequence[str], tuned: Sequence[str]) -> list[tuple[str, l
     return sections
 
 
-def workspace(group: str, axes: Sequence[str], tuned: Sequence[str], project: str, entity: str = "") -> ws.Workspace:
+def workspace(group: str, axes: Sequence[str], tuned: Sequence[str], project: str) -> ws.Workspace:
     """A saved view of the sweep's W&B group: a section per axis, the parallel coordinates, the
     pictures; its training runs (not a tuned sweep's search trials, nor the report's run) grouped by
-    the first axis and sorted by their best validation error."""
+    the first axis and sorted by their best validation error. Its entity is set when it is
+    published (:func:`publish`), as are the report's."""
     return ws.Workspace(
-        entity=entity,
+        entity="",
         project=project,
         name=f"{group} (alexnet)",
         sections=[ws.Section(name=name, panels=panels, is_open=True) for name, panels in sweep_panels(axes, tuned)],
@@ -96,7 +96,6 @@ def report(
     markdown: str,
     project: str,
     plots: Sequence[str] = (),
-    entity: str = "",
 ) -> wr.Report:
     """A W&B report of the sweep: its ``report.md``, its ``plots`` (the images its ``report`` run
     logged, by key), and the workspace's panels over its runs; for a tuned sweep, the search
@@ -104,7 +103,7 @@ def report(
 
     def runset(name: str, job_type: str) -> wr.Runset:
         where = f"Group = '{group}' and JobType = '{job_type}'"
-        return wr.Runset(project=project, entity=entity, name=name, filters=where)
+        return wr.Runset(project=project, entity="", name=name, filters=where)
 
     blocks: list[Any] = [wr.MarkdownBlock(text=markdown)]
     if plots:
@@ -113,44 +112,7 @@ def report(
     stages = [runset("runs", "train"), *([runset("search", "search")] if tuned else [])]
     for name, panels in sweep_panels(axes, tuned):
         blocks += [wr.H2(text=name), wr.PanelGrid(runsets=stages, panels=panels)]
-    return wr.Report(project=project, entity=entity, title=f"AlexNet sweep {group}", blocks=blocks)
-
-
-def named_keys(spec: dict[str, Any]) -> dict[str, set[str]]:
-    """The config keys, metric names and media keys a specification's panels and run sets name,
-    read from its JSON (what the W&B app will look up in the runs)."""
-    found: dict[str, set[str]] = {"config": set(), "metrics": set(), "media": set()}
-
-    def add(section: str, name: str) -> None:
-        if section in ("config", "c"):  # W&B writes a nested config key as <top>.value.<rest>
-            found["config"].add(re.sub(r"^([^.]+)\.value(\.|$)", r"\1\2", name))
-        elif section in ("summary", "history", "s"):
-            found["metrics"].add(name)
-
-    def visit(node: Any) -> None:
-        if isinstance(node, list):
-            for item in node:
-                visit(item)
-        if not isinstance(node, dict):
-            return
-        if isinstance(node.get("section"), str) and isinstance(node.get("name"), str):
-            add(node["section"], node["name"])
-        for key, value in node.items():
-            if key == "accessor" and isinstance(value, str) and ":" in value:
-                add(*value.split(":", 1))
-            elif key == "groupBy" and isinstance(value, str) and value:
-                add("config", value)
-            elif key == "xAxis" and isinstance(value, str):
-                found["metrics"].add(value)
-            elif key == "metrics" and isinstance(value, list):
-                found["metrics"].update(v for v in value if isinstance(v, str))
-            elif key == "mediaKeys" and isinstance(value, list):
-                found["media"].update(value)
-            else:
-                visit(value)
-
-    visit(spec)
-    return found
+    return wr.Report(project=project, entity="", title=f"AlexNet sweep {group}", blocks=blocks)
 
 
 def preview(view: ws.Workspace, path: Path, per_row: int = 2) -> Path:
@@ -180,12 +142,17 @@ def preview(view: ws.Workspace, path: Path, per_row: int = 2) -> Path:
 def _plots(panel: Any) -> str:
     """What a panel shows, in a few words."""
     if isinstance(panel, wr.LinePlot):
-        return f"y {', '.join(str(m.name if hasattr(m, 'name') else m) for m in panel.y)} · grouped by {panel.groupby}"
+        return f"y {', '.join(_name(m) for m in panel.y)} · grouped by {_name(panel.groupby)}"
     if isinstance(panel, wr.ParallelCoordinatesPlot):
-        return " → ".join(str(getattr(c.metric, "name", c.metric)).removeprefix("axes.") for c in panel.columns)
+        return " → ".join(_name(c.metric).removeprefix("axes.") for c in panel.columns)
     if isinstance(panel, wr.MediaBrowser):
         return ", ".join(panel.media_keys)
     return ""
+
+
+def _name(metric: Any) -> str:
+    """A metric or config key as the library holds it (an object with a name, or a string)."""
+    return str(getattr(metric, "name", metric))
 
 
 # -- the library's model: its private part, here only ----------------------------------------------

@@ -47,8 +47,8 @@ def expected_job_count(sweep_dir: Path) -> int | None:
 
 def report_sweep(sweep_dir: Path, wandb_mode: str = "disabled") -> dict[str, Path]:
     """Write the sweep's report (``report.md``, ``runs.csv``, plots) from its jobs' records; unless
-    ``wandb_mode`` is ``disabled``, log it to W&B and write the W&B dashboard's specifications,
-    saved at once when W&B is online (:func:`publish_dashboard`). Return what was written."""
+    ``wandb_mode`` is ``disabled``, log it to W&B and write the W&B dashboard's specifications
+    (:func:`publish_dashboard` saves them). Return what was written."""
     jobs, searches = load_jobs(sweep_dir), load_searches(sweep_dir / JOURNAL)
     written = write_report(sweep_dir, jobs, expected_job_count(sweep_dir), searches)
     if wandb_mode == "disabled":
@@ -56,15 +56,6 @@ def report_sweep(sweep_dir: Path, wandb_mode: str = "disabled") -> dict[str, Pat
     group = sweep_group(sweep_dir)
     log_to_wandb(sweep_dir, written, wandb_mode, group)
     written.update(write_dashboard(sweep_dir, jobs, tuned_keys(searches), plot_keys(written)))
-    if wandb_mode == "online":
-        for url in publish_dashboard(sweep_dir):
-            print(f"W&B: {url}")
-    else:
-        print(
-            f"W&B is offline: the dashboard's specifications are in {sweep_dir}. Publish them once the runs are "
-            f"uploaded:\n  wandb sync $(find {sweep_dir} -type d -name 'offline-run-*') && "
-            f"python src/report.py {sweep_dir} --publish"
-        )
     return written
 
 

@@ -27,21 +27,15 @@ def job_type(cfg: DictConfig) -> str:
 
 
 def describe(cfg: DictConfig) -> tuple[str, list[str]]:
-    """A run name and tags from the ablation choices and the overrides.
+    """A run name and tags from its :func:`axes` and the overrides.
 
-    e.g. ``cifar-lrn-overlap-relu-digits-p0.5-c2-s0`` with tags ``norm=lrn``, ``pool=overlap``, …
+    e.g. ``cifar-lrn-overlap-relu-digits-p0.5-c2-s0`` with tags ``norm=lrn``, ``dropout=0.5``, …
     """
+    values = axes(cfg)
+    choices = {axis: values[axis] or "?" for axis in AXES if axis != "dropout"}
+    name = "-".join(choices.values()) + f"-p{values['dropout']}-c{values['columns']}-s{values['seed']}"
+    tags = [f"{axis}={value}" for axis, value in {**values, **choices}.items()]
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    choices = dict(hydra.runtime.choices) if hydra else {}
-    axes = {axis: choices.get(axis, "?") for axis in AXES if axis != "dropout"}
-    name = "-".join(axes.values()) + f"-p{cfg.dropout.p}-c{cfg.model.columns}-s{cfg.seed}"
-    tags = [f"{axis}={value}" for axis, value in axes.items()]
-    tags += [
-        f"dropout.p={cfg.dropout.p}",
-        f"columns={cfg.model.columns}",
-        f"width={cfg.model.width}",
-        f"seed={cfg.seed}",
-    ]
     overrides = list(hydra.overrides.task) if hydra else []
     tags += [o for o in overrides if o not in tags and len(o) <= 64]  # W&B caps a tag at 64 characters
     return name, tags
@@ -70,9 +64,9 @@ def define_metrics(loggers: list[Logger]) -> None:
     """Tell W&B how to summarise and plot this repo's metrics (on rank 0, where the run lives);
     called at every start, a resumed run's included, so the definitions hold for all of it."""
     for logger in loggers:
-        if not isinstance(logger, WandbLogger) or not hasattr(logger.experiment, "define_metric"):
-            continue  # not W&B, or a process other than rank 0 (a stand-in experiment)
-        run = logger.experiment
+        if not isinstance(logger, WandbLogger):
+            continue
+        run = logger.experiment  # on other ranks, Lightning's stand-in, which ignores the calls
         run.define_metric("epoch")
         for name in EPOCH_METRICS:
             run.define_metric(name, step_metric="epoch")
