@@ -1,9 +1,10 @@
-"""Evaluate a checkpoint: python src/eval.py ckpt_path=<file> [data=...] [tta=center|tencrop] [split=test|val]
+"""Evaluate a checkpoint: python src/eval.py ckpt_path=<file or run dir> [data=...] [tta=center|tencrop] [split=...]
 
-A checkpoint inside a run directory is evaluated as that run trained it: its config is recovered
-(:mod:`alexnet.run.recover`: the run's own overrides composed first, then this command line's, and
-every value the run's saved config holds, its data and network included, kept), except the machine,
-which is this command line's. An override here that would change that network is an error.
+A checkpoint inside a run directory (or the run directory: its best checkpoint) is evaluated as that
+run trained it: its config is recovered (:mod:`alexnet.run.trained`: the run's own overrides composed
+first, then this command line's, and every value the run's saved config holds, its data and network
+included, kept), except the machine, which is this command line's. An override here that would
+change that network is an error.
 Evaluation is ``Trainer.test`` (or ``validate``) with the system's own metrics, so the numbers
 are those training reports, at the precision the config says, on the devices this command line
 asks for: not the run's (``trainer.devices=8`` on a laptop), one by default.
@@ -20,41 +21,24 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from alexnet.config import build, validate
-from alexnet.errors import ConfigError
+from alexnet.config import build
 from alexnet.lightning_compat import exit_1_when_a_process_fails, set_collective_timeout
-from alexnet.run.layout import RunDir
 from alexnet.run.lifecycle import end_process_group
-from alexnet.run.recover import given_overrides, recover_config, run_arguments
 from alexnet.run.tracking import record_evaluation
-from alexnet.training.evaluation import evaluate, load_any_checkpoint, write_csv
+from alexnet.run.trained import MACHINE, checkpoint_arguments, chooses_machine, load_trained
+from alexnet.training.evaluation import evaluate, write_csv
 
 log = logging.getLogger("eval")
-MACHINE = ("trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy")
 OWN = (*MACHINE, "paths", "ckpt_path", "tta", "split")  # this command's keys, not the run's
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    checkpoint = Path(cfg.ckpt_path)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"ckpt_path={checkpoint}: no such file")
-    run = RunDir.of_checkpoint(checkpoint)
-    if run is not None:
-        recover_config(run, cfg, given_overrides(run), keep=OWN)
-    with open_dict(cfg):
-        if cfg.tta != "center":
-            if "eval_tta" not in cfg.data:
-                raise ConfigError(
-                    f"tta={cfg.tta} needs data=imagenet (10 patches of a 256-pixel image); "
-                    "this data set's images are evaluated whole"
-                )
-            cfg.data.eval_tta = cfg.tta
-    datamodule, system = validate(cfg)
+    trained = load_trained(cfg, OWN)
+    run = trained.run
     out = Path(HydraConfig.get().runtime.output_dir)
-    kind = load_any_checkpoint(system.net, checkpoint)
     wants_bar = cfg.trainer.enable_progress_bar and cfg.callbacks.get("progress_bar")
     bar = [build(cfg.callbacks.progress_bar, "callbacks.progress_bar")] if wants_bar else []
     trainer = build(
@@ -72,15 +56,15 @@ def main(cfg: DictConfig) -> None:
             run,
             " ".join(trained_on),
         )
-    evaluation = evaluate(trainer, system, datamodule, cfg.split)  # every rank: it syncs
+    evaluation = evaluate(trainer, trained.system, trained.datamodule, cfg.split)  # every rank: it syncs
     end_process_group()  # the last collective is done
     if not trainer.is_global_zero:
         return
     images, err1, err5 = evaluation.images, evaluation.err1, evaluation.err5
     write_csv(out / "per_class.csv", evaluation.per_class)
     summary = {
-        "checkpoint": str(checkpoint),
-        "kind": kind,
+        "checkpoint": str(trained.checkpoint),
+        "kind": trained.kind,
         "run_dir": str(run) if run else None,
         "split": cfg.split,
         "tta": cfg.tta,
@@ -100,22 +84,6 @@ def main(cfg: DictConfig) -> None:
         print(f"added {prefix}/* to the summary of W&B run {wandb_id}" + (f" ({run})" if run else ""))
 
 
-def eval_arguments(argv: list[str]) -> list[str]:
-    """For a checkpoint inside a run directory: the run's own overrides, then this command line's
-    (so the data and switches default to the run's), less those that chose the run's machine."""
-    given = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")]
-    run = RunDir.of_checkpoint(Path(given[-1])) if given and Path(given[-1]).is_file() else None
-    if run is None:
-        return argv
-    return run_arguments(run, argv, drop=chooses_machine)
-
-
-def chooses_machine(override: str) -> bool:
-    """``trainer.accelerator``, ``devices``, ``num_nodes`` or ``strategy``: a run trained on 8 GPUs is
-    evaluated on what this machine has, unless this command line says otherwise."""
-    return override.lstrip("+~").split("=", 1)[0] in MACHINE
-
-
 if __name__ == "__main__":
-    sys.argv[1:] = eval_arguments(sys.argv[1:])
+    sys.argv[1:] = checkpoint_arguments(sys.argv[1:])
     main()
