@@ -2,6 +2,7 @@
 10-patch test, every kind of bad file, and evaluation of checkpoints."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +295,36 @@ def test_train_then_evaluate_with_ten_crops(tmp_path):
     added = {key: value for attempt in evaluated for key, value in attempt.summary.items()}
     assert added["eval/test-tencrop/err1"] == pytest.approx(summary["err1"])
     assert added["eval/test-center/images"] == added["eval/test-tencrop/images"] == 3
+
+    # Predict on real photos with the run: the awkward-but-valid kinds predicted, a truncated one skipped.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for file in load_sample_images().filenames:  # china.jpg, flower.jpg: 427×640
+        shutil.copy(file, photos)
+    data = (photos / "china.jpg").read_bytes()
+    (photos / "cut.jpg").write_bytes(data[: len(data) // 2])
+    bad_files(photos / "kinds")  # CMYK, grey, palette, a PNG named .JPEG, odd EXIF
+    Image.fromarray(photo_tiles(1, (8, 8))[0]).save(photos / "tiny.png")  # far smaller than the 32-pixel view
+    predicted = {}
+    for tta in ("center", "tencrop"):
+        out = tmp_path / f"predicted-{tta}.json"
+        args = [str(ROOT / "src" / "predict.py"), f"ckpt_path={run_dir}", f"images={photos}", f"tta={tta}"]
+        result = run_script([*args, f"output={out}"], cwd=tmp_path)
+        assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]  # some skipped
+        assert f"skipped {photos / 'cut.jpg'}: truncated" in result.stderr
+        assert "far smaller than the network's 32-pixel view" in result.stdout + result.stderr
+        record = json.loads(out.read_text())
+        assert record["skipped"] == [
+            {"file": str(photos / "cut.jpg"), "reason": "truncated: no JPEG end-of-image marker"}
+        ]
+        names = sorted(Path(p["file"]).name for p in record["predictions"])
+        kinds = ["cmyk.JPEG", "grey.JPEG", "n02105855_2933.JPEG", "odd_exif.JPEG", "palette.JPEG"]
+        assert names == sorted(["china.jpg", "flower.jpg", "tiny.png", *kinds])
+        for p in record["predictions"]:
+            assert len(p["top_k"]) == 3 and sum(c["prob"] for c in p["top_k"]) == pytest.approx(1, abs=1e-4)
+            assert {c["name"] for c in p["top_k"]} == set(WNIDS)  # the data's class table (no classes.tsv: folders)
+        predicted[tta] = [c["prob"] for p in record["predictions"] for c in p["top_k"]]
+    assert predicted["center"] != predicted["tencrop"]  # ten patches, not the centre again
 
 
 def test_ten_crop_on_digits_is_refused_with_a_reason(tmp_path):

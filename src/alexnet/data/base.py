@@ -3,13 +3,18 @@ split, per-sample augmentation, and a global batch size divided across devices."
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
+from PIL import UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
+from alexnet.data.imagenet.decoding import decode
+from alexnet.data.prediction import Skipped, readable_images
 from alexnet.data.tensor_loader import TensorBatchLoader
 from alexnet.errors import require
 from alexnet.lightning_compat import trained_batches
@@ -101,8 +106,8 @@ class ClassificationDataModule(L.LightningDataModule):
     (val and test sharded without padding under DDP), the class count checked against the data.
 
     Subclasses implement ``build()``, which sets ``train_set``, ``val_set``, ``test_set`` and
-    ``class_names``, and ``evaluation_set(split)``. Datasets provide ``labels`` and ``raw(i)``,
-    the image as uint8 ``C×H×W`` for display.
+    ``class_names``, ``evaluation_set(split)`` and ``predict_on(files)``. Datasets provide ``labels``
+    and ``raw(i)``, the image as uint8 ``C×H×W`` for display.
     """
 
     class_names: list[str]
@@ -122,6 +127,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.predict_set: Dataset | None = None  # see predict_on
         self.batch_size_per_device = batch_size
 
     def build(self) -> None:
@@ -131,6 +137,18 @@ class ClassificationDataModule(L.LightningDataModule):
         """``split``'s images ("train", "val" or "test") as evaluated: no augmentation."""
         raise NotImplementedError
 
+    def predict_on(self, files: Sequence[Path]) -> list[Skipped]:
+        """Prepare ``Trainer.predict`` on image ``files``: ``predict_dataloader`` then gives each
+        readable file's image as this data's evaluation sees its own images (its transform, its
+        normalisation: the test loader's code), labelled with the file's index in ``files``, and
+        ``class_names`` are set. Return the files left out, with the reason."""
+        raise NotImplementedError
+
+    def preprocessing(self) -> str:
+        """How evaluation turns an image file into the network's input, in words (for an export's
+        consumers); ``mean`` and ``std`` are the normalisation's."""
+        raise NotImplementedError
+
     def report(self) -> dict:
         """Anything about the data that ``results.json`` should record (e.g. files left out)."""
         return {}
@@ -138,7 +156,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.batch_size_per_device = per_device_batch_size(self.batch_size, self.trainer)
-        if self.train_set is not None:
+        if self.train_set is not None or stage == "predict":  # predict_on prepared what prediction reads
             return
         self.build()
         if len(self.class_names) != self.num_classes:
@@ -155,6 +173,9 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, shuffle=False)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         sampler = None
@@ -201,6 +222,8 @@ class ImageClassificationDataModule(ClassificationDataModule):
             transforms and a ``DataLoader``, the reference the tensor pipeline is checked against.
         seed: fixes the tensor pipeline's order and augmentation (the run's seed).
     """
+
+    grey = False  # images stored grey (as three equal channels): a colour image to predict on is made grey
 
     def __init__(
         self,
@@ -250,6 +273,37 @@ class ImageClassificationDataModule(ClassificationDataModule):
 
     def test_dataloader(self):
         return self._split_loader(self.test_set, train=False)
+
+    def predict_dataloader(self):
+        return self._split_loader(self.predict_set, train=False)
+
+    def preprocessing(self) -> str:
+        side, size = self.test_set.images.shape[-1], self.hparams.image_size
+        grey = ", grey" if self.grey else ""
+        then = f", then to {size}×{size} (bilinear, antialiased)" if size != side else ""
+        return f"RGB; the central square resized to {side}×{side}{grey}{then}; /255, minus mean, over std"
+
+    def predict_on(self, files: Sequence[Path]) -> list[Skipped]:
+        """Each file's central square, resized to the stored images' side (grey for grey data) and
+        held like a split, then the test split's loader and transform."""
+        self.setup()  # the statistics (mean, std) and class names come from the data
+        side = self.test_set.images.shape[-1]
+        readable, skipped = readable_images(files, side)
+        images, indices = [], []
+        for index, path in readable:
+            try:
+                image = decode(path, side, square=True)
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                skipped.append((path, f"cannot decode: {err}"))
+                continue
+            if self.grey and not (image == image[:1]).all():
+                image = TF.rgb_to_grayscale(image, num_output_channels=3)
+            images.append(image)
+            indices.append(index)
+        self.predict_set = None
+        if images:
+            self.predict_set = ImageTensorDataset(torch.stack(images), torch.tensor(indices), self.val_set.transform)
+        return skipped
 
     def _split_loader(self, dataset: ImageTensorDataset, train: bool):
         if self.hparams.pipeline == "tensor":

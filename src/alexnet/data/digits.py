@@ -16,6 +16,7 @@ class DigitsDataModule(ImageClassificationDataModule):
     """Digits with a fixed stratified train / val / test split (``test_size`` then ``val_size``)."""
 
     class_names = [str(d) for d in range(10)]
+    grey = True
 
     def __init__(self, test_size: float | int = 0.15, num_classes: int = 10, **kwargs) -> None:
         require(num_classes == 10, "data.num_classes", num_classes, "10, the dataset's class count")

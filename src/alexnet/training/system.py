@@ -108,6 +108,7 @@ class ClassificationSystem(L.LightningModule):
         # replica's columns run in processes of their own and see the same images (column_parallel).
         self.metric_process_group = None
         self.per_class_split: str | None = None  # see track_per_class
+        self.predict_top_k = 5  # the classes predict_step returns per image
         for metric in metrics_of(self):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch ends with the same numbers
 
@@ -127,6 +128,16 @@ class ClassificationSystem(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, ...]:
+        """(top-k probabilities, their classes, the batch's labels as given) for ``predict_top_k``:
+        the softmax of the scores evaluation computes (over several patches: their mean softmax)."""
+        images, labels = batch
+        if images.ndim == 4:
+            images = images.contiguous(memory_format=self.memory_format)
+        probs = class_scores(self.net, images).float().softmax(dim=-1)
+        top = probs.topk(min(self.predict_top_k, probs.shape[-1]), dim=-1)
+        return top.values, top.indices, labels
 
     def track_per_class(self, split: str) -> None:
         """From now on, also count each class's top-1 and top-5 hits and the top-1 confusions on

@@ -17,7 +17,8 @@ stay uint8 until the batch reaches the device, where colour noise and normalisat
 whole batch.
 """
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -26,13 +27,16 @@ from torchvision.transforms import v2
 
 from alexnet.data.base import ClassificationDataModule, DataError, data_shard, default_workers
 from alexnet.data.imagenet.decoding import decode_on_device
-from alexnet.data.imagenet.folder import ImageFolderDataset, list_samples, read_classes
+from alexnet.data.imagenet.folder import ImageFolderDataset, SkipUndecodable, list_samples, read_classes
 from alexnet.data.imagenet.scan import find_bad_images_cached
 from alexnet.data.imagenet.shards import is_remote, read_prepared, read_shard_classes
-from alexnet.data.imagenet.transforms import ten_crop, to_normalised_floats
+from alexnet.data.imagenet.transforms import IMAGENET_MEAN, IMAGENET_STD, ten_crop, to_normalised_floats
+from alexnet.data.prediction import Skipped, readable_images
 from alexnet.data.seeds import mix
 from alexnet.errors import require
 from alexnet.lightning_compat import trained_batches
+
+log = logging.getLogger(__name__)
 
 RECIPES = ("paper", "torchvision")
 TTAS = ("center", "tencrop")
@@ -102,6 +106,7 @@ class ImageNetDataModule(ClassificationDataModule):
         self.skipped: list[tuple[str, str]] = []
         self.decode, self.format, self.seed, self.cache_dir = decode, format, seed, cache_dir
         self.shards = str(shards) if shards else str(self.root / "shards")
+        self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)  # what on_after_batch_transfer applies
 
     def build(self) -> None:
         if self.format == "shards":
@@ -187,6 +192,47 @@ class ImageNetDataModule(ClassificationDataModule):
             return self.val_set.with_transform(center)
         dataset = getattr(self, f"{split}_set")
         return ImageFolderDataset(dataset.samples, self.resize, self.transforms(tta="center")[1], dataset.square)
+
+    def predict_on(self, files: Sequence[Path]) -> list[Skipped]:
+        """Each file decoded and fitted as the validation images are (shorter side to ``resize``; the
+        paper's recipe: its central square), then the evaluation transform (``eval_tta``), by the
+        loader's workers. Class names from ``classes.tsv``; without one, a 1,000-class network gets
+        torchvision's ImageNet names (the same sorted-wnid order)."""
+        self.class_names = self._class_names()
+        if len(self.class_names) != self.num_classes:
+            raise DataError(
+                f"the class table of {self.root} has {len(self.class_names)} classes but the network "
+                f"{self.num_classes}; point data.root at the data the network was trained on"
+            )
+        readable, skipped = readable_images(files, self.image_size)
+        transform = self.transforms()[1]
+        # Decoded by the loader even with decode=device: a file that fails is then left out, not fatal.
+        dataset = ImageFolderDataset([(p, i) for i, p in readable], self.resize, transform, self.recipe == "paper")
+        blank = transform(torch.zeros(3, self.resize, self.resize, dtype=torch.uint8))
+        self.predict_set = SkipUndecodable(dataset, blank) if readable else None
+        return skipped
+
+    def preprocessing(self) -> str:
+        square = f", its central {self.resize}×{self.resize}" if self.recipe == "paper" else ""
+        crop = (
+            "the paper's 10 patches"
+            if self.eval_tta == "tencrop"
+            else f"the central {self.image_size}×{self.image_size}"
+        )
+        resized = f"shorter side resized to {self.resize} (bilinear, antialiased)"
+        return f"RGB; {resized}{square}; {crop}; /255, minus mean, over std"
+
+    def _class_names(self) -> list[str]:
+        try:
+            classes = read_shard_classes(self.root, self.shards) if self.format == "shards" else read_classes(self.root)
+        except DataError as err:
+            if self.num_classes != 1000:
+                raise
+            from torchvision.models import AlexNet_Weights
+
+            log.warning("%s; naming the 1,000 classes as torchvision's ImageNet weights do", str(err).split(";")[0])
+            return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+        return [name for _, name in classes]
 
     def transforms(self, tta: str | None = None) -> tuple[Callable, Callable]:
         """(train, eval) transforms of a decoded uint8 image; their outputs stay uint8."""

@@ -62,6 +62,23 @@ class ImageFolderDataset(Dataset):
         return decode(self.samples[index][0], 256, square=True)
 
 
+class SkipUndecodable(Dataset):
+    """``dataset``'s samples ``(image, file index)``; a file that fails to decode even so gives
+    ``(blank, -1 - index)``, so that one bad file does not end the others' prediction."""
+
+    def __init__(self, dataset: Dataset, blank: torch.Tensor) -> None:
+        self.dataset, self.blank = dataset, blank
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return self.dataset[index]
+        except DataError:
+            return self.blank, -1 - self.dataset.labels[index]
+
+
 def read_classes(root: Path) -> list[tuple[str, str]]:
     """``(wnid, name)`` per class in index order, from ``classes.tsv`` or else the train folders."""
     table = root / "classes.tsv"

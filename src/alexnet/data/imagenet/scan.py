@@ -12,28 +12,30 @@ from PIL import Image, UnidentifiedImageError
 from alexnet.files import write_atomically
 
 
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an image (an unreadable header, a JPEG cut short: no end-of-image
+    marker), or None. Reads the header and the last bytes, not the pixels."""
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+        if image_format == "JPEG":
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - 64))
+                if b"\xff\xd9" not in f.read():
+                    return "truncated: no JPEG end-of-image marker"
+        return None
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        return f"unreadable: {err}"
+
+
 def find_bad_images(paths: Sequence[Path], workers: int = 8) -> list[tuple[Path, str]]:
-    """Files that cannot be images: unreadable headers, and JPEGs cut short (no end-of-image marker).
+    """Files that cannot be images (:func:`image_problem`), with the reason.
 
     Reads each file's header and last bytes, not its pixels, so a scan of ImageNet takes minutes,
     not an epoch.
     """
-
-    def check(path: Path) -> str | None:
-        try:
-            with Image.open(path) as image:
-                image_format = image.format
-            if image_format == "JPEG":
-                with open(path, "rb") as f:
-                    f.seek(max(0, path.stat().st_size - 64))
-                    if b"\xff\xd9" not in f.read():
-                        return "truncated: no JPEG end-of-image marker"
-            return None
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            return f"unreadable: {err}"
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(check, paths, chunksize=256))
+        reasons = list(pool.map(image_problem, paths, chunksize=256))
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 
