@@ -17,10 +17,10 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,export]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the package with its test tools
+install: $(STAMP)  ## create .venv and install the package with its test tools and the ONNX export extra
 
 train: $(STAMP)  ## train the paper's switches on the embedded digits set (ARGS="key=value ..." to change)
 	$(PY) src/train.py $(ARGS)

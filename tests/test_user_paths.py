@@ -1,14 +1,19 @@
 """One run with non-default switches, then every entry point on its directory, as a user would:
-train -> eval (one process and two) -> visualize -> resume."""
+train -> eval (one process and two) -> predict -> export -> visualize -> resume."""
 
+import csv
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
+from sklearn.datasets import load_sample_images
 
+from alexnet.data import DigitsDataModule
 from conftest import ROOT, TESTS_ON_PATH, run_script
 
 SRC = ROOT / "src"
@@ -111,6 +116,54 @@ def test_eval_refuses_an_override_that_changes_the_trained_network(run_dir):
     result = as_user([str(SRC / "eval.py"), f"ckpt_path={best}", "activation=relu"], run_dir.parent)
     assert result.returncode != 0
     assert "activation=relu would change the network of" in result.stderr and "drop the override" in result.stderr
+
+
+@pytest.mark.slow
+def test_predict_on_the_test_images_as_files_gives_evals_top1_exactly(run_dir, evaluated):
+    evaluated, eval_out = evaluated
+    folder = run_dir.parent / "test-images"  # the test split as a user would have it: PNG files
+    folder.mkdir()
+    data = DigitsDataModule(image_size=32)  # the run's split (test_size, split_seed: conf/data/digits.yaml)
+    data.setup()
+    for i, (image, label) in enumerate(zip(data.test_set.images, data.test_set.labels)):
+        grey = Image.fromarray(image[0].numpy())  # 8×8, the three channels are equal
+        (grey if i % 2 else grey.convert("RGB")).save(folder / f"{i:03d}-{int(label)}.png")
+    written = run_dir.parent / "predicted.csv"
+    args = [str(SRC / "predict.py"), f"ckpt_path={run_dir}", f"images={folder}", f"output={written}"]
+    result = as_user(args, run_dir.parent)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "file" in result.stdout and "rank  class  probability  name" in result.stdout
+
+    rows = list(csv.DictReader(written.open()))
+    assert len(rows) == evaluated["images"] == 270
+    assert all(row["name_1"] == row["class_1"] and len([k for k in row if k.startswith("prob_")]) == 5 for row in rows)
+    truth = [int(Path(row["file"]).stem.split("-")[1]) for row in rows]
+    wrong = [c for c, row in zip(truth, rows) if int(row["class_1"]) != c]
+    assert 0 < len(wrong) < len(rows) - 27  # a network that tells digits apart, and errs
+    assert len(wrong) == round(evaluated["err1"] * len(rows))
+    for row in csv.DictReader((eval_out / "per_class.csv").open()):  # class by class, as eval.py counts
+        assert wrong.count(int(row["class"])) == round(float(row["err1"]) * int(row["n"])), row
+
+
+@pytest.mark.slow
+def test_export_checks_itself_and_the_readmes_onnx_runtime_snippet_runs_on_it(run_dir):
+    out = run_dir.parent / "export"
+    result = as_user([str(SRC / "export.py"), f"ckpt_path={run_dir}", f"hydra.run.dir={out}"], run_dir.parent)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    said = re.search(r"largest logit difference (\S+) \(tolerance 1e-04\) ok", result.stdout)
+    assert said and float(said.group(1)) < 1e-4, result.stdout
+    sidecar = json.loads((out / "alexnet.json").read_text())
+    assert sidecar["classes"] == [str(d) for d in range(10)] and sidecar["input_size"] == 32
+    assert sidecar["source"]["run"] == str(run_dir) and "Tanh" in str(sidecar["source"]["model"]["activation"])
+
+    readme = (ROOT / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", readme.split("## Use a trained network", 1)[1], re.S)[:1]
+    photo = load_sample_images().filenames[0]
+    code = snippet.replace("outputs/exports/<date>/<time>-<id>", str(out)).replace("photo.jpg", photo)
+    assert code != snippet and len(snippet.strip().splitlines()) <= 7
+    ran = as_user(["-c", code], run_dir.parent)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout.strip() in sidecar["classes"]
 
 
 @pytest.mark.slow

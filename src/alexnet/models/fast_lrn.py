@@ -111,6 +111,8 @@ def local_response_norm(
 ) -> torch.Tensor:
     """``F.local_response_norm(x, size, alpha * size, beta, k)``'s result, faster: ``alpha`` here
     multiplies the plain window sum (the convention of §3.3 as printed)."""
+    if torch.compiler.is_exporting():  # torch.export (the ONNX exporter): one named operator, not autograd code
+        return torch.ops.alexnet.lrn(x, size, alpha * size, beta, k)
     impl = resolve_impl(impl, x.device)
     if impl == "torch":
         return F.local_response_norm(x, size, alpha * size, beta, k)
@@ -135,6 +137,18 @@ def local_response_norm(
     y = _LRNFunction.apply(x, size, alpha, beta, k, "eager")
     _count("eager")
     return y
+
+
+@torch.library.custom_op("alexnet::lrn", mutates_args=())
+def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """LRN as one operator for exported graphs, ``alpha`` in torch's (and ONNX's) convention, divided
+    by ``size``; ``alexnet.models.export`` maps it to ONNX's ``LRN``."""
+    return F.local_response_norm(x, size, alpha, beta, k)
+
+
+@lrn.register_fake
+def _(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    return torch.empty_like(x)
 
 
 def _count(kernel: str) -> None:
