@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sklearn.datasets import load_sample_images
 
 from conftest import ROOT
 from helpers.columns import check_column_parallel_run
@@ -96,6 +97,18 @@ PLAN: dict[str, Plan] = {
         "{python} src/eval.py ckpt_path={best}",
         note="the best checkpoint of the run above, on its own data (digits): ImageNet's 10 patches need ImageNet",
     ),
+    "python src/predict.py ckpt_path=outputs/runs/<date>/<time>-<id> images=photos/ output=predictions.csv": Plan(
+        "{python} src/predict.py ckpt_path={run} images={photos} output={log_dir}/predictions.csv",
+        note="the run above (digits); the photos are scikit-learn's two samples",
+    ),
+    "python src/predict.py ckpt_path=alexnet-owt-7be5be79.pth model=one_column data=imagenet_torchvision "
+    "images=photos/": Plan(
+        skip="needs torchvision's downloaded weights; tests/test_export.py predicts with torchvision's architecture "
+        "and seeded weights in its file format, against torchvision's own model"
+    ),
+    "python src/export.py ckpt_path=outputs/runs/<date>/<time>-<id>": Plan(
+        "{python} src/export.py ckpt_path={run}", note="the run above; tests/test_user_paths.py runs the Python snippet"
+    ),
     "python src/train.py -m norm=lrn,batchnorm,none pool=overlap,nonoverlap seed=0,1,2 trainer.devices=2": Plan(
         cpu(f"{TRAIN} -m norm=lrn,batchnorm pool=overlap seed=0 trainer.devices=2 hydra.sweep.dir={{sweep}}"),
         note="2 jobs of 2 CPU processes, not 18 on GPUs",
@@ -151,9 +164,13 @@ def run_readme_command(command: str, workspace: dict[str, Path]) -> subprocess.C
         log_dir=workspace["log_dir"],
         sweep=workspace["sweep"],
         best=best[0] if best else "<no run yet>",
+        run=best[0].parent.parent if best else "<no run yet>",
+        photos=Path(load_sample_images().filenames[0]).parent,
     )
     if " src/train.py" in line:
         line += f" {' '.join(SHORT)} paths.log_dir={workspace['log_dir']}"
+    elif " src/predict.py" in line or " src/export.py" in line:
+        line += f" paths.log_dir={workspace['log_dir']}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "COLUMNS": "120"}
     try:
         result = subprocess.run(line, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -181,6 +198,11 @@ def test_readme_command_runs(command, workspace):
             check_column_parallel_run(new.parent, result.stdout + result.stderr)
     if command.startswith("python src/eval.py"):
         assert "top-1 error" in result.stdout
+    if command.startswith("python src/predict.py"):
+        assert "china.jpg" in result.stdout and (workspace["log_dir"] / "predictions.csv").is_file()
+    if command.startswith("python src/export.py"):
+        assert "largest logit difference" in result.stdout and " ok" in result.stdout
+        assert list(workspace["log_dir"].glob("exports/*/*/alexnet.json"))
     if " -m norm=lrn,batchnorm" in command:
         assert set(workspace["log_dir"].glob("runs/*/*/results.json")) == before  # no rank made a run of its own
         check_two_process_sweep(workspace["sweep"], workspace["log_dir"])
