@@ -29,7 +29,7 @@ from alexnet.models.export import INPUT, OUTPUT, ExportError, export_onnx, large
 from alexnet.run.trained import MACHINE, checkpoint_arguments, load_trained
 from alexnet.training.prediction import prediction_batch
 
-OWN = (*MACHINE, "paths", "ckpt_path", "output", "images", "tolerance", "tta")
+OWN = (*MACHINE, "paths", "ckpt_path", "output", "images", "tolerance", "tta", "system.compile")
 
 # Lightning 2.6's own pytree helper warns on every run with this torch; nothing for a user to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -27,7 +27,7 @@ from alexnet.run.trained import MACHINE, checkpoint_arguments, load_trained
 from alexnet.training.prediction import predict, table, write_predictions
 
 log = logging.getLogger("predict")
-OWN = (*MACHINE, "trainer.precision", "paths", "ckpt_path", "images", "top_k", "tta", "output", "show")
+OWN = (*MACHINE, "paths", "ckpt_path", "images", "top_k", "tta", "output", "show")
 SKIPPED_EXIT = 3  # some files could not be read; the others were predicted and written
 FEW = 16  # more images than this get a progress bar
 

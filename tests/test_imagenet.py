@@ -305,6 +305,9 @@ def test_train_then_evaluate_with_ten_crops(tmp_path):
     (photos / "cut.jpg").write_bytes(data[: len(data) // 2])
     bad_files(photos / "kinds")  # CMYK, grey, palette, a PNG named .JPEG, odd EXIF
     Image.fromarray(photo_tiles(1, (8, 8))[0]).save(photos / "tiny.png")  # far smaller than the 32-pixel view
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise, as a phone writes a portrait photo
+    Image.fromarray(photo_tiles(1, (64, 96))[0]).save(photos / "portrait.jpg", exif=exif)
     predicted = {}
     for tta in ("center", "tencrop"):
         out = tmp_path / f"predicted-{tta}.json"
@@ -312,14 +315,16 @@ def test_train_then_evaluate_with_ten_crops(tmp_path):
         result = run_script([*args, f"output={out}"], cwd=tmp_path)
         assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]  # some skipped
         assert f"skipped {photos / 'cut.jpg'}: truncated" in result.stderr
-        assert "far smaller than the network's 32-pixel view" in result.stdout + result.stderr
+        said = result.stdout + result.stderr
+        assert "far smaller than the network's 32-pixel view" in said and "tiny.png (8×8)" in said
+        assert "predicted as stored" in said and "portrait.jpg (orientation 6)" in said
         record = json.loads(out.read_text())
         assert record["skipped"] == [
             {"file": str(photos / "cut.jpg"), "reason": "truncated: no JPEG end-of-image marker"}
         ]
         names = sorted(Path(p["file"]).name for p in record["predictions"])
         kinds = ["cmyk.JPEG", "grey.JPEG", "n02105855_2933.JPEG", "odd_exif.JPEG", "palette.JPEG"]
-        assert names == sorted(["china.jpg", "flower.jpg", "tiny.png", *kinds])
+        assert names == sorted(["china.jpg", "flower.jpg", "portrait.jpg", "tiny.png", *kinds])
         for p in record["predictions"]:
             assert len(p["top_k"]) == 3 and sum(c["prob"] for c in p["top_k"]) == pytest.approx(1, abs=1e-4)
             assert {c["name"] for c in p["top_k"]} == set(WNIDS)  # the data's class table (no classes.tsv: folders)

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 Skipped = tuple[Path, str]  # a file left out, and why
+ORIENTATION = 0x0112  # the EXIF tag: 1 as stored; 3, 6, 8 rotated for display
 
 
 def find_images(patterns: Sequence[str]) -> list[Path]:
@@ -43,8 +44,10 @@ def find_images(patterns: Sequence[str]) -> list[Path]:
 def readable_images(files: Sequence[Path], smallest_side: int) -> tuple[list[tuple[int, Path]], list[Skipped]]:
     """(``(index, path)`` of the files that can be read, those that cannot with the reason): headers
     and JPEG end markers checked, pixels not decoded. An image whose shorter side is under half of
-    ``smallest_side`` (what the network looks at) is predicted with a warning: it is upsampled."""
-    readable, skipped, small = [], [], []
+    ``smallest_side`` (what the network looks at) is predicted with a warning: it is upsampled. So
+    is one whose EXIF orientation says it is shown rotated: it is predicted as stored, as the
+    loaders read their images."""
+    readable, skipped, small, rotated = [], [], [], []
     for index, path in enumerate(files):
         problem = image_problem(path)
         if problem is not None:
@@ -52,8 +55,11 @@ def readable_images(files: Sequence[Path], smallest_side: int) -> tuple[list[tup
             continue
         with Image.open(path) as image:
             width, height = image.size
+            orientation = _orientation(image)
         if 2 * min(width, height) < smallest_side:
             small.append(f"{path} ({width}×{height})")
+        if orientation != 1:
+            rotated.append(f"{path} (orientation {orientation})")
         readable.append((index, path))
     if small:
         log.warning(
@@ -61,6 +67,24 @@ def readable_images(files: Sequence[Path], smallest_side: int) -> tuple[list[tup
             "mean little): %s",
             len(small),
             smallest_side,
-            ", ".join(small[:5]) + (" …" if len(small) > 5 else ""),
+            _some(small),
+        )
+    if rotated:
+        log.warning(
+            "%d image(s) whose EXIF orientation turns them for display, predicted as stored (as the data "
+            "loaders read images); rotate the pixels to predict them upright: %s",
+            len(rotated),
+            _some(rotated),
         )
     return readable, skipped
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(ORIENTATION, 1))
+    except Exception:  # EXIF that PIL cannot parse (ImageNet has such files): shown as stored
+        return 1
+
+
+def _some(items: Sequence[str]) -> str:
+    return ", ".join(items[:5]) + (" …" if len(items) > 5 else "")
