@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from PIL import Image
+from sklearn.datasets import load_digits, load_sample_images
 
 from alexnet.data import CIFARDataModule, DataError, DigitsDataModule, per_device_batch_size
 from alexnet.errors import ConfigError
@@ -197,3 +198,22 @@ def test_val_and_test_shards_cover_each_image_exactly_once_across_processes():
     shards = [list(UnpaddedShardSampler(dataset, num_replicas=4, rank=r)) for r in range(4)]
     assert sorted(i for shard in shards for i in shard) == dataset
     assert [len(UnpaddedShardSampler(dataset, 4, r)) for r in range(4)] == [6, 6, 6, 5]
+
+
+def test_prediction_gives_a_file_the_test_loaders_exact_input_and_the_datas_class_names(tmp_path):
+    write_cifar(tmp_path, "cifar10")
+    dm = CIFARDataModule(root=str(tmp_path), checksum=False, num_classes=10, image_size=32, batch_size=8, val_size=20)
+    dm.setup("fit")
+    first_test_image = dm.test_set.images[0]
+    Image.fromarray(first_test_image.permute(1, 2, 0).numpy()).save(tmp_path / "test0.png")
+    photo = Path(load_sample_images().filenames[0])  # 427×640: its central square, at 32×32
+    assert dm.predict_on([tmp_path / "test0.png", photo]) == []
+    images, indices = next(iter(dm.predict_dataloader()))
+    tested, _ = next(iter(dm.test_dataloader()))
+    assert torch.equal(images[0], tested[0]) and indices.tolist() == [0, 1]  # the test split's own input
+    assert images.shape == (2, 3, 32, 32) and dm.class_names == [f"class{i}" for i in range(10)]
+
+    grey = digits()
+    assert grey.predict_on([photo]) == []
+    (image,), _ = next(iter(grey.predict_dataloader()))
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])  # a colour photo, made grey
