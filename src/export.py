@@ -21,12 +21,12 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from sklearn.datasets import load_sample_images
 
 from alexnet.data.prediction import find_images
 from alexnet.models.export import INPUT, OUTPUT, ExportError, export_onnx, largest_difference, require_onnx
-from alexnet.run.trained import MACHINE, checkpoint_arguments, load_trained
+from alexnet.run.trained import MACHINE, Trained, checkpoint_arguments, load_trained
 from alexnet.training.prediction import prediction_batch
 
 OWN = (*MACHINE, "paths", "ckpt_path", "output", "images", "tolerance", "tta", "system.compile")
@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.images is None:
         files = [Path(f) for f in load_sample_images().filenames]  # china.jpg, flower.jpg: real photos
     else:
-        files = find_images(list(cfg.images) if isinstance(cfg.images, ListConfig) else [str(cfg.images)])
+        files = find_images(cfg.images)
     trained = load_trained(cfg, OWN)
     net, datamodule = trained.system.net.eval(), trained.datamodule
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> None:
     print(f"wrote {path} and {sidecar}")
 
 
-def describe(cfg: DictConfig, trained, path: Path, difference: float, images: int) -> dict:
+def describe(cfg: DictConfig, trained: Trained, path: Path, difference: float, images: int) -> dict:
     """The sidecar: what a consumer of the ONNX file needs, and where it came from."""
     import onnxruntime
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from alexnet.config import build
 from alexnet.data.prediction import find_images
@@ -37,8 +37,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    patterns = list(cfg.images) if isinstance(cfg.images, ListConfig) else [str(cfg.images)]
-    files = find_images(patterns)  # before the network is built: a wrong path fails at once
+    files = find_images(cfg.images)  # before the network is built: a wrong path fails at once
     trained = load_trained(cfg, OWN)
     out = Path(HydraConfig.get().runtime.output_dir)
     wants_bar = bool(cfg.trainer.enable_progress_bar and cfg.callbacks.get("progress_bar")) and len(files) > FEW

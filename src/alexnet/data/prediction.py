@@ -18,12 +18,13 @@ Skipped = tuple[Path, str]  # a file left out, and why
 ORIENTATION = 0x0112  # the EXIF tag: 1 as stored; 3, 6, 8 rotated for display
 
 
-def find_images(patterns: Sequence[str]) -> list[Path]:
-    """The image files that ``patterns`` name, in order, each once: files as given (whatever their
-    suffix), folders searched recursively for images (by suffix), glob patterns (``**`` included)
-    expanded. A pattern that matches nothing is an error naming it."""
+def find_images(patterns: str | Sequence[str]) -> list[Path]:
+    """The image files that ``patterns`` name (one pattern, or several: ``images=[a.jpg,b/]``), in
+    order, each once: files as given (whatever their suffix), folders searched recursively for images
+    (by suffix), glob patterns (``**`` included) expanded. A pattern that matches nothing is an error
+    naming it."""
     found: dict[Path, None] = {}
-    for pattern in patterns:
+    for pattern in [patterns] if isinstance(patterns, str) else list(patterns):
         path = Path(pattern).expanduser()
         if path.is_file():
             matches = [path]

@@ -39,9 +39,7 @@ def predict(
     process: ``Trainer.predict`` does not gather the processes' results."""
     require(isinstance(top_k, int) and top_k >= 1, "top_k", top_k, "a positive integer")
     require(trainer.world_size == 1, "trainer.devices", trainer.world_size, "1 (prediction runs in one process)")
-    skipped = datamodule.predict_on(files)
-    if datamodule.predict_set is None:
-        raise DataError(f"none of the {len(files)} image file(s) can be read: {skipped[0][0]}: {skipped[0][1]}, …")
+    skipped = _predict_on(datamodule, files)
     system.predict_top_k = top_k
     batches = trainer.predict(system, datamodule=datamodule)
     probs, classes, labels = (torch.cat(parts).cpu() for parts in zip(*batches))
@@ -99,8 +97,14 @@ def _ranks(p: Prediction) -> list[tuple[int, str, float]]:
 def prediction_batch(datamodule: ClassificationDataModule, files: Sequence[Path]) -> tuple[torch.Tensor, list[Skipped]]:
     """(the first batch of ``files``' images as prediction gives them to the network, on the CPU and
     without a trainer: e.g. to check an export on; the files left out)."""
+    skipped = _predict_on(datamodule, files)
+    images, labels = next(iter(datamodule.predict_dataloader()))
+    return datamodule.on_after_batch_transfer((images, labels), 0)[0], skipped
+
+
+def _predict_on(datamodule: ClassificationDataModule, files: Sequence[Path]) -> list[Skipped]:
+    """``datamodule.predict_on(files)``; a :class:`DataError` when no file can be read."""
     skipped = datamodule.predict_on(files)
     if datamodule.predict_set is None:
         raise DataError(f"none of the {len(files)} image file(s) can be read: {skipped[0][0]}: {skipped[0][1]}, …")
-    images, labels = next(iter(datamodule.predict_dataloader()))
-    return datamodule.on_after_batch_transfer((images, labels), 0)[0], skipped
+    return skipped
