@@ -18,7 +18,7 @@ from alexnet.data.imagenet.shard_reader import ShardLoader, TrainShards, collate
 from alexnet.data.imagenet.shards import read_prepared
 from alexnet.errors import ConfigError
 from conftest import ROOT, TESTS_ON_PATH, run_script
-from helpers.imagenet import WNIDS, add_to_tar, bad_files, jpeg_bytes, photo_tiles, prepare_script, write_archives
+from helpers.imagenet import WNIDS, add_to_tar, bad_files, jpeg_bytes, photo_tiles, prepare_shards, write_archives
 from helpers.runs import assert_same_run, ddp_stage, finish, results, train_cli
 
 SIDE = 40  # the stored squares' side (the paper's 256, shrunk for speed); crops of 32
@@ -55,15 +55,7 @@ def prepared(tmp_path_factory) -> tuple[Path, str]:
     write_archives(tmp / "archives", train_per_class=TRAIN_PER_CLASS, val_labels=(1, 2, 3) * 4)
     add_awkward_files(tmp / "archives")
     root = tmp / "imagenet"
-    args = ["--archives", str(tmp / "archives"), "--root", str(root), "--format", "shards", "--side", str(SIDE)]
-    script = prepare_script()
-    from contextlib import redirect_stdout
-    from io import StringIO
-
-    out = StringIO()  # main() in this process: optimize's workers fork from it
-    with redirect_stdout(out):
-        assert script.main([*args, "--workers", "2"]) == 0
-    return root, out.getvalue()
+    return root, prepare_shards(tmp / "archives", root, SIDE)
 
 
 def test_preparation_writes_shards_reports_what_it_wrote_and_the_bad_file(prepared):
@@ -246,7 +238,9 @@ def test_on_shards_a_killed_run_resumes_exactly_then_evaluates_with_ten_crops(pr
     args = run_args(root)
     whole = train_cli([*args, "hydra.run.dir=whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    killed = train_cli([*args, "hydra.run.dir=run"], tmp_path, fault=("KILL", 17))  # mid-way through epoch 1
+    # Mid-way through epoch 0: the resumed run crosses into epoch 1, where a loader iterator made at
+    # another moment than in the uninterrupted run once moved dropout's random numbers.
+    killed = train_cli([*args, "hydra.run.dir=run"], tmp_path, fault=("KILL", 8))
     assert killed.returncode == -9 and not (tmp_path / "run" / "results.json").exists()
     finish(tmp_path / "run", tmp_path)
     assert_same_run(tmp_path / "whole", tmp_path / "run")

@@ -191,6 +191,9 @@ class ClassificationDataModule(L.LightningDataModule):
             collate_fn=dataset.collate if getattr(dataset, "encoded", False) else None,  # JPEG bytes: a list
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # The workers' seeds from a generator of the loader's own, not training's: a resumed run makes
+            # an evaluation loader's iterator at another moment (no sanity check), which would move dropout's.
+            generator=None if shuffle else torch.Generator().manual_seed(0),
         )
 
     @property

@@ -176,7 +176,17 @@ class ShardLoader(StreamingDataLoader):
         pin_memory: bool = False,
     ) -> None:
         kwargs = {"collate_fn": collate_fn} if collate_fn is not None else {}
-        super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, **kwargs)
+        # Each pass's iterator seeds its workers (which draw nothing: crops are hashed) from this
+        # generator, not training's: a resumed run makes iterators at other moments than an
+        # uninterrupted one, which would otherwise move dropout's random numbers.
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
+        )
         self._trainer_epoch, self._trainer_progress = epoch, progress
 
     def __iter__(self):
