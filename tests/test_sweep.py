@@ -100,6 +100,29 @@ def test_slurm_launcher_asks_for_one_task_per_device_on_every_node(tmp_path, mon
     assert cfg.hydra.launcher.max_num_timeout > 0  # requeued on preemption or timeout
 
 
+@pytest.mark.parametrize(
+    "overrides, sinfo, gpus, cpus",
+    [
+        (["trainer.accelerator=cpu", "trainer.devices=2"], "2", None, 1),  # a 2-core CPU node: 1 CPU each
+        (["trainer.accelerator=cpu", "trainer.devices=2", "data=cifar10"], "48", None, 5),  # 4 workers + itself
+        (["trainer.devices=4", "data=imagenet"], "64", 4, 8),  # GPUs; data.num_workers=auto: 8
+        (["trainer.devices=8", "data=imagenet"], "32", 8, 4),  # no more than the node has per task
+        (["trainer.devices=4", "data=imagenet"], None, 4, 8),  # no sinfo here: what the data wants
+    ],
+)
+def test_slurm_launcher_asks_for_gpus_only_when_used_and_cpus_that_fit_the_node(
+    overrides, sinfo, gpus, cpus, tmp_path, monkeypatch
+):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if sinfo is not None:
+        (bin_dir / "sinfo").write_text(f"#!/bin/sh\necho {sinfo}\n")
+        (bin_dir / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin" if sinfo is not None else str(bin_dir))
+    cfg = compose_config(["hydra/launcher=slurm", *overrides], tmp_path)
+    assert (cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.cpus_per_task) == (gpus, cpus)
+
+
 def write_job(sweep: Path, num: int, overrides: list[str], test_err1: float | None, status: str = "finished") -> None:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)

@@ -1,6 +1,8 @@
 """Where a SLURM batch job's run lives, so that the job, requeued, finds it again and resumes."""
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 from alexnet.run.layout import RunDir
@@ -22,3 +24,34 @@ def slurm_run_dir(argv: list[str]) -> Path | None:
         return None
     log_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("paths.log_dir=")), "outputs")
     return Path(log_dir).resolve() / "runs" / f"slurm-{job}"
+
+
+# -- what a job asks for (conf/hydra/launcher/slurm.yaml) -------------------------------------------
+def gpus_per_node(accelerator: str, devices: int) -> int | None:
+    """GPUs to ask for on each node: one per device, unless the run is on the CPU
+    (``trainer.accelerator=cpu``), where asking for GPUs keeps the job from being scheduled on a
+    CPU partition."""
+    return None if str(accelerator) == "cpu" else int(devices)
+
+
+def cpus_per_task(num_workers: int | str, tasks_per_node: int, partition: str | None = None) -> int:
+    """CPUs for each task (one process per device): its loader workers and itself (8 for
+    ``data.num_workers=auto``), but no more than the partition's nodes have for each of the node's
+    tasks (from ``sinfo``, where the command runs on a machine with SLURM's client)."""
+    wanted = 8 if num_workers == "auto" else int(num_workers) + 1
+    node = _cpus_per_node(partition)
+    return max(1, min(wanted, node // max(1, int(tasks_per_node)))) if node else wanted
+
+
+def _cpus_per_node(partition: str | None) -> int | None:
+    """The fewest CPUs of the partition's nodes (the default partition's for None), or None when
+    SLURM's client cannot say."""
+    if shutil.which("sinfo") is None:
+        return None
+    command = ["sinfo", "-h", "-o", "%c", *(["-p", partition] if partition else [])]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return None
+    counts = [int(c.rstrip("+")) for c in result.stdout.split() if c.rstrip("+").isdigit()]
+    return min(counts) if result.returncode == 0 and counts else None
