@@ -26,12 +26,24 @@ class SignalAt(L.Callback):
     """For fault tests: the process sends itself ``$ALEXNET_TEST_SIGNAL`` (e.g. KILL, TERM) in the
     middle of training step ``$ALEXNET_TEST_SIGNAL_STEP`` (after the forward pass, before the
     backward) on rank ``$ALEXNET_TEST_SIGNAL_RANK`` (default 0); ``RAISE`` raises an error there
-    instead. With ``$ALEXNET_TEST_STALL_S``, the other ranks sleep that long in the same step first
-    (so that the failed rank has exited before they notice). Read from the environment, so a
+    instead. ``$ALEXNET_TEST_SIGNAL_STEP`` ``start`` sends it while the run starts (this callback is
+    built) and ``test`` when the test begins, after training. With ``$ALEXNET_TEST_STALL_S``, the
+    other ranks sleep that long in the same step first (so that the failed rank has exited before
+    they notice). Read from the environment, so a
     resumed run (started without them) runs through."""
+
+    def __init__(self) -> None:  # built while the run starts, before training: ALEXNET_TEST_SIGNAL_STEP=start
+        if os.environ.get("ALEXNET_TEST_SIGNAL_STEP") == "start":
+            os.kill(os.getpid(), getattr(signal, f"SIG{os.environ['ALEXNET_TEST_SIGNAL']}"))
+
+    def on_test_start(self, trainer, pl_module) -> None:  # after training: ALEXNET_TEST_SIGNAL_STEP=test
+        if os.environ.get("ALEXNET_TEST_SIGNAL_STEP") == "test":
+            os.kill(os.getpid(), getattr(signal, f"SIG{os.environ['ALEXNET_TEST_SIGNAL']}"))
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         name, step = os.environ.get("ALEXNET_TEST_SIGNAL"), os.environ.get("ALEXNET_TEST_SIGNAL_STEP")
+        if not (step or "").isdigit():
+            return
         rank = int(os.environ.get("ALEXNET_TEST_SIGNAL_RANK", "0"))
         stall = float(os.environ.get("ALEXNET_TEST_STALL_S", "0"))
         if stall and step is not None and trainer.global_step == int(step) and trainer.global_rank != rank:
@@ -75,3 +87,30 @@ class SpoilLastEpoch(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             torch.save(pl_module.state_dict(), Path(trainer.default_root_dir) / "final-weights.pt")
+
+
+class FaultAt(L.Callback):
+    """For SLURM tests, a fault chosen per sweep job (``+callbacks.fault.kind=pause,none``), at the end of
+    training step ``step`` of a job's first attempt (not a requeued one):
+
+    - ``pause``: rank 0 touches ``<run dir>/paused`` and every rank waits, at most ``seconds``, until a
+      signal has arrived (the resume checkpoint's handler has it pending), so that a test can send
+      one mid-epoch at a known step;
+    - ``raise``: a ``RuntimeError`` on every rank;
+    - ``none``: nothing (the same run, uninterrupted)."""
+
+    def __init__(self, kind: str = "none", step: int = 3, seconds: float = 60.0) -> None:
+        self.kind, self.step, self.seconds = kind, step, seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+            return
+        if self.kind == "raise":
+            raise RuntimeError(f"planted error at step {self.step}")
+        if self.kind != "pause":
+            return
+        if trainer.is_global_zero:
+            Path(trainer.default_root_dir, "paused").touch()
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline and not any(getattr(c, "_pending", None) for c in trainer.callbacks):
+            time.sleep(0.1)

@@ -125,7 +125,8 @@ def test_a_failed_run_closes_its_wandb_run_and_resume_continues_the_same_one(fai
 
 
 def test_slurm_warning_signals_requeue_and_each_requeued_job_resumes_its_directory(tmp_path):
-    """``sbatch --signal=USR1@…`` first, then submitit's USR2 (``hydra/launcher=slurm``) in the requeued job."""
+    """``sbatch --signal=USR1@…`` first, then submitit's USR2 (``hydra/launcher=slurm``) in the requeued job,
+    then a warning while a requeued job starts, and one after training."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
@@ -159,8 +160,20 @@ def test_slurm_warning_signals_requeue_and_each_requeued_job_resumes_its_directo
         if restart:
             assert "A requeued SLURM job: resuming" in stopped.stderr + stopped.stdout
 
-    again = train_cli(RUN, tmp_path, env={**slurm, "SLURM_RESTART_COUNT": "2"})
+    # A warning while the requeued job starts, before training (Python's default would end the process):
+    # training stops at its first step boundary, with the checkpoint and the requeue.
+    early = train_cli(RUN, tmp_path, fault=("USR1", "start"), env={**slurm, "SLURM_RESTART_COUNT": "2"})
+    assert early.returncode == 128 + signal.SIGUSR1, early.stderr[-3000:]
+    assert "Received SIGUSR1 outside training" in early.stdout + early.stderr
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"] * 3
+    assert results(run_dir)["status"] == "preempted"
+    # one process stops at the end of the step under way, here its first (two processes, before it)
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)["global_step"] == 10 + 1
+    # One after training, during the test: logged, and the run finishes, with nothing to requeue.
+    again = train_cli(RUN, tmp_path, fault=("USR2", "test"), env={**slurm, "SLURM_RESTART_COUNT": "3"})
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "Received SIGUSR2 outside training" in again.stdout + again.stderr
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"] * 3
     assert results(run_dir)["status"] == "finished" and results(run_dir)["epochs"] == 3
     assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == ["slurm-4242"]
     assert "A requeued SLURM job: resuming" in again.stderr + again.stdout

@@ -40,6 +40,7 @@ from alexnet.run.slurm import requeued
 from alexnet.run.tracking import define_metrics, describe, finish_wandb, hyperparameters, job_type
 from alexnet.training.hangs import SignalWatchdog, failed_collective
 from alexnet.training.resume_checkpoint import ResumeCheckpoint
+from alexnet.training.slurm import note_slurm_signals, restore_signal_handlers, slurm_job_id
 from alexnet.training.stops import Diverged, TrialPruned
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,17 @@ class Run:
         self.results: dict[str, Any] = {}
         self._started = time.time()
         self._watchdog = SignalWatchdog(self._on_stuck)
+        self._slurm_handlers: dict[int, Any] = {}
 
     def __enter__(self) -> "Run":
         self._watchdog.start()
+        self._slurm_handlers = note_slurm_signals()  # a warning outside training does not end the process
         return self
 
     def __exit__(self, kind: type | None, err: BaseException | None, tb: Any) -> bool:
         exit_code = self._classify(err)
         self._watchdog.stop()
+        restore_signal_handlers(self._slurm_handlers)
         if self.cfg.resume and self.trainer is None:  # refused before it started: the run's record stands
             log.error("resume=%s did not start (%s); its results.json is as it was", self.cfg.resume, self.error)
         else:
@@ -131,6 +135,12 @@ class Run:
         hydra = HydraConfig.get() if HydraConfig.initialized() else None
         trainer = self.trainer
         checkpoint = trainer.checkpoint_callback if trainer else None
+        environment = getattr(trainer.strategy, "cluster_environment", None) if trainer else None
+        cluster = {  # where the processes ran: Lightning's cluster environment, the SLURM job and its restarts
+            "environment": type(environment).__name__ if environment is not None else None,
+            "slurm_job": slurm_job_id(),
+            "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
+        }
         history, test = self.dir.history()
         self.results = results_record(
             status,
@@ -144,6 +154,7 @@ class Run:
             history=history,
             test=test,
             best_checkpoint=checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else None,
+            cluster=cluster,
             **self.extra,
         )
         if rank_zero_only.rank == 0 or status != "finished":

@@ -51,7 +51,7 @@ from alexnet.training.exact_state import (
     to_cpu,
     training_metrics,
 )
-from alexnet.training.slurm import SLURM_SIGNALS, requeue_slurm_job
+from alexnet.training.slurm import SLURM_SIGNALS, noted_slurm_signal, requeue_slurm_job
 from alexnet.training.stops import Diverged, TrialPruned
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,9 @@ class ResumeCheckpoint(L.Callback):
         # This one only marks the stop; on_train_batch_start shares it in every rank's order.
         if _in_main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)  # Lightning restores the original at teardown
+        early = noted_slurm_signal()  # a warning that came while the run started: act on it now
+        if early is not None and self._trainer is not None:
+            self._on_signal(early, None)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         log.info(
