@@ -32,8 +32,8 @@ test: $(STAMP)  ## run the test suite (TEST_WORKERS=1: one process)
 	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope $(ARGS)
 
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
 
 summary: $(STAMP)  ## print the layers, parameters and mult-adds (ARGS="model=paper")
 	$(PY) src/summary.py $(ARGS)

@@ -1,7 +1,10 @@
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,57 @@ def share_the_cores() -> None:
 
 
 share_the_cores()
+
+
+# -- a one-node SLURM cluster (scripts/local_slurm.py), one for the whole run ------------------------
+# Started by the process that runs the session (xdist's controller, before its workers start, so
+# that they inherit SLURM_CONF), where this machine can (root, SLURM installed: .ci/run installs it);
+# tests that need it take the `slurm` fixture, which skips with the reason where it cannot, and
+# fails instead under ALEXNET_REQUIRE_SLURM=1 (CI). ALEXNET_SLURM=off keeps it from starting.
+SLURM_MISSING = "ALEXNET_SLURM_MISSING"  # why this run has no cluster, for the workers
+SLURM_FOLDER = pytest.StashKey[Path]()
+
+
+def local_slurm():
+    spec = importlib.util.spec_from_file_location("local_slurm", ROOT / "scripts" / "local_slurm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") or "SLURM_CONF" in os.environ or SLURM_MISSING in os.environ:
+        return  # a worker (the controller started it), or a cluster of the user's
+    if os.environ.get("ALEXNET_SLURM") == "off":
+        os.environ[SLURM_MISSING] = "ALEXNET_SLURM=off"
+        return
+    cluster = local_slurm()
+    folder = Path(tempfile.mkdtemp(prefix="alexnet-slurm-"))
+    try:
+        os.environ.update(cluster.start(folder))
+    except cluster.ClusterError as err:
+        os.environ[SLURM_MISSING] = str(err)
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    config.stash[SLURM_FOLDER] = folder
+
+
+def pytest_unconfigure(config) -> None:
+    folder = config.stash.get(SLURM_FOLDER, None)
+    if folder is not None:
+        local_slurm().stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def slurm() -> dict[str, str]:
+    """The environment that reaches the cluster (``SLURM_CONF``, ``PATH`` with the sacct stand-in)."""
+    missing = os.environ.get(SLURM_MISSING)
+    if missing:
+        if os.environ.get("ALEXNET_REQUIRE_SLURM") == "1":
+            pytest.fail(f"ALEXNET_REQUIRE_SLURM=1 but no SLURM cluster: {missing}")
+        pytest.skip(f"no SLURM cluster: {missing}")
+    return {"SLURM_CONF": os.environ["SLURM_CONF"], "PATH": os.environ["PATH"]}
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
