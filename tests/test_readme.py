@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 from sklearn.datasets import load_sample_images
 
-from conftest import ROOT
+from alexnet.run.sweep import report_sweep
+from conftest import ROOT, TESTS_ON_PATH
 from helpers.columns import check_column_parallel_run
+from helpers.imagenet import prepare_shards, write_archives
+from helpers.runs import assert_same_run, train_cli
+from helpers.slurm import wait_for_jobs
 
 SHORT = ["debug=smoke", "model.width=0.25"]
 MAKE_SHORT = " ".join(SHORT)
@@ -44,6 +48,8 @@ class Plan:
     run: str | None = None  # the command line to run here ({python}, {log_dir}, {run}, {sweep} filled in)
     skip: str | None = None  # why it cannot run here
     note: str = ""  # how the command run differs from the README's, beyond shortening
+    slurm: bool = False  # submits to the suite's one-node SLURM cluster (conftest.py; skipped where there is none)
+    batch: bool = False  # a SLURM batch job: ``run`` submits it (sbatch --parsable) with its own shortening
 
 
 def cpu(command: str) -> str:
@@ -51,6 +57,15 @@ def cpu(command: str) -> str:
 
 
 TRAIN = "{python} src/train.py"
+# The README's shard-reading SLURM job, shortened: generated shards (3 classes of 40-pixel squares,
+# 53 training images) read through litdata's object-storage path with a cache, 2 epochs of 7 steps
+# of a narrow CIFAR-stem network on 2 CPU tasks.
+SHARDS_JOB = (
+    "experiment=paper_imagenet data.format=shards data.shards=local:{shards}/shards data.cache_dir={srun_run}-cache "
+    "data.num_workers=1 trainer.devices=2 trainer.num_nodes=1 data.root={shards} data.num_classes=3 "
+    "data.resize=40 data.batch_size=8 model=cifar model.width=0.125 trainer.max_epochs=2 trainer.accelerator=cpu "
+    "callbacks.resume_checkpoint.every_n_steps=3"
+)
 PLAN: dict[str, Plan] = {
     "make train": Plan(f'make train ARGS="{MAKE_SHORT} paths.log_dir={{log_dir}}"'),
     "make test": Plan(skip="runs this suite, which this test is part of (CI runs make test)"),
@@ -83,8 +98,17 @@ PLAN: dict[str, Plan] = {
     "srun python src/train.py experiment=paper_imagenet data.format=shards data.shards=s3://bucket/imagenet/shards "
     "data.cache_dir=/local/scratch/alexnet-cache data.num_workers=10 trainer.devices=8 trainer.num_nodes=4 "
     "hydra.run.dir=outputs/runs/imagenet-4x8": Plan(
-        skip="needs SLURM, 4 GPU nodes and a bucket; tests/test_shards.py reads shards through litdata's "
-        "object-storage path (local:) with two processes"
+        # A real time limit: SLURM sends the warning at its periodic check (every 30 s) once the time
+        # left is under the warning's delay plus 30 s, so 29 to 59 s after the job starts here.
+        "sbatch --parsable --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=1 --signal=USR1@1 "
+        f"--output={{srun_run}}.out --wrap='srun {TRAIN} {SHARDS_JOB} hydra.run.dir={{srun_run}} "
+        "+callbacks.fault._target_=planted.FaultAt +callbacks.fault.kind=pause +callbacks.fault.seconds=120'",
+        note="a batch job of 1 node × 2 CPU tasks on the suite's cluster, on generated shards through litdata's "
+        "local: path (its stand-in for s3://), with a 1-minute time limit and USR1 1 s before it: a planted pause "
+        "at step 3 holds the first attempt until SLURM's warning comes; it must requeue, resume, and end "
+        "bit-equal to the same run uninterrupted",
+        slurm=True,
+        batch=True,
     ),
     "make prepare-imagenet ARCHIVES=~/Downloads/ilsvrc ROOT=data/imagenet": Plan(
         skip="needs the ILSVRC-2012 archives; tests/test_imagenet.py prepares generated archives in their layout"
@@ -135,7 +159,10 @@ PLAN: dict[str, Plan] = {
     ),
     "python src/train.py -m hydra/launcher=slurm experiment=ablation_norm_pool scale=full "
     "trainer.devices=4 hydra.launcher.partition=gpu": Plan(
-        skip="needs SLURM; tests/test_sweep.py checks the job specification it submits"
+        cpu(f"{TRAIN} -m hydra/launcher=slurm norm=lrn,batchnorm trainer.devices=2 hydra.launcher.partition=debug")
+        + " hydra.sweep.dir={slurm_sweep}",
+        note="2 jobs of 2 CPU tasks each on the suite's one-node cluster, digits not CIFAR-10; then the report",
+        slurm=True,
     ),
 }
 COMMANDS = readme_commands()
@@ -151,10 +178,24 @@ def test_every_readme_command_is_planned():
 def workspace(tmp_path_factory) -> dict[str, Path]:
     """Where runs go, and the outputs later commands read (the first run's best checkpoint, the sweep)."""
     root = tmp_path_factory.mktemp("readme")
-    return {"log_dir": root / "outputs", "sweep": root / "sweep"}
+    return {
+        "log_dir": root / "outputs",
+        "sweep": root / "sweep",
+        "slurm_sweep": root / "slurm-sweep",
+        "srun_run": root / "imagenet-1x2",
+        "shards": root / "imagenet",
+    }
 
 
-def run_readme_command(command: str, workspace: dict[str, Path]) -> subprocess.CompletedProcess:
+def generate_shards(root: Path) -> None:
+    """ImageNet's archives, generated (3 classes, 16 training images each), prepared as shards."""
+    write_archives(root.parent / "archives", train_per_class=16, val_labels=(1, 2, 3) * 4)
+    prepare_shards(root.parent / "archives", root, side=40)
+
+
+def run_readme_command(
+    command: str, workspace: dict[str, Path], cluster: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     plan = PLAN[command]
     if plan.skip:
         pytest.skip(plan.skip)
@@ -163,15 +204,20 @@ def run_readme_command(command: str, workspace: dict[str, Path]) -> subprocess.C
         python=shlex.quote(sys.executable),
         log_dir=workspace["log_dir"],
         sweep=workspace["sweep"],
+        slurm_sweep=workspace["slurm_sweep"],
+        srun_run=workspace["srun_run"],
+        shards=workspace["shards"],
         best=best[0] if best else "<no run yet>",
         run=best[0].parent.parent if best else "<no run yet>",
         photos=Path(load_sample_images().filenames[0]).parent,
     )
-    if " src/train.py" in line:
+    if " src/train.py" in line and not plan.batch:
         line += f" {' '.join(SHORT)} paths.log_dir={workspace['log_dir']}"
     elif " src/predict.py" in line or " src/export.py" in line:
         line += f" paths.log_dir={workspace['log_dir']}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "COLUMNS": "120"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "COLUMNS": "120", **(cluster or {})}
+    if plan.batch:  # the job's processes find the planted fault
+        env.update(TESTS_ON_PATH)
     try:
         result = subprocess.run(line, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as err:
@@ -184,9 +230,12 @@ def run_readme_command(command: str, workspace: dict[str, Path]) -> subprocess.C
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs(command, workspace):
+def test_readme_command_runs(command, workspace, request):
     before = set(workspace["log_dir"].glob("runs/*/*/results.json"))
-    result = run_readme_command(command, workspace)
+    cluster = request.getfixturevalue("slurm") if PLAN[command].slurm and not PLAN[command].skip else None
+    if PLAN[command].batch:
+        generate_shards(workspace["shards"])
+    result = run_readme_command(command, workspace, cluster)
     if command.startswith("python src/train.py") and "-m" not in command.split():
         (new,) = set(workspace["log_dir"].glob("runs/*/*/results.json")) - before  # one run, made by this command
         results = json.loads(new.read_text())
@@ -208,6 +257,10 @@ def test_readme_command_runs(command, workspace):
         check_two_process_sweep(workspace["sweep"], workspace["log_dir"])
         # A BatchNorm job on 2 CPU processes says once that it cannot sync.
         assert (result.stdout + result.stderr).count("BatchNorm statistics cannot be synchronised on CPU") == 1
+    if "hydra/launcher=slurm" in command:
+        check_slurm_sweep(workspace["slurm_sweep"])
+    if command.startswith("srun "):
+        check_time_limited_job(result.stdout.strip(), workspace, cluster)
     if command == "make sweep-demo-tuned":
         text = (workspace["log_dir"] / "tuned" / "report.md").read_text()
         assert "## Search: each configuration at its own best settings" in text
@@ -217,6 +270,49 @@ def test_readme_command_runs(command, workspace):
         text = (workspace["sweep"] / "report.md").read_text()
         assert "| norm=lrn (paper) | 1 |" in text and "| norm=batchnorm | 1 |" in text  # rows name the swept axis
         assert (workspace["sweep"] / "runs.csv").read_text().count("\n") == 3  # header + 2 jobs
+
+
+def check_slurm_sweep(sweep: Path) -> None:
+    """A job array of two jobs, each two SLURM tasks that Lightning's SLURMEnvironment made one DDP run
+    of; the report lists both."""
+    jobs = []
+    for num, norm in (("0", "lrn"), ("1", "batchnorm")):
+        results = json.loads((sweep / num / "results.json").read_text())
+        assert results["status"] == "finished" and results["world_size"] == 2, num
+        assert results["cluster"]["environment"] == "SLURMEnvironment" and results["choices"]["norm"] == norm
+        jobs.append(results["cluster"]["slurm_job"])
+    array = {job.split("_")[0] for job in jobs}
+    assert len(array) == 1 and sorted(job.split("_")[1] for job in jobs) == ["0", "1"]  # one array, tasks 0 and 1
+    report_sweep(sweep)
+    text = (sweep / "report.md").read_text()
+    assert "| norm=lrn (paper) | 1 |" in text and "| norm=batchnorm | 1 |" in text
+
+
+def check_time_limited_job(job: str, workspace: dict[str, Path], cluster: dict[str, str]) -> None:
+    """The shard-reading batch job, warned by its time limit mid-epoch: it checkpointed, requeued
+    itself, resumed as SLURM_RESTART_COUNT 1 (or more, if the next warning came before it finished)
+    and ended with the weights, metrics file and results of the same run uninterrupted."""
+    run = workspace["srun_run"]
+    states = wait_for_jobs([job], cluster, timeout=240)
+    output = Path(f"{run}.out").read_text() if Path(f"{run}.out").is_file() else ""
+    assert states[job] == "COMPLETED", f"job {job}: {states[job]}\n{output[-3000:]}"
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "finished" and results["world_size"] == 2, results.get("error")
+    assert results["cluster"]["environment"] == "SLURMEnvironment" and results["cluster"]["slurm_job"] == job
+    assert results["cluster"]["slurm_restarts"] >= 1
+    log = (run / "train.log").read_text()
+    assert "Received SIGUSR1: checkpointing at the end of this step" in log and f"Requeued SLURM job {job}" in log
+    assert "A requeued SLURM job: resuming its run" in log
+    assert any(Path(f"{run}-cache").rglob("*.bin"))  # read through the cache
+    args = SHARDS_JOB.format(shards=workspace["shards"], srun_run=run.parent / "uninterrupted").split()
+    whole = train_cli([*args, f"hydra.run.dir={run.parent / 'uninterrupted'}"], run.parent)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert_same_run(run.parent / "uninterrupted", run)
+    stamps = [
+        re.search(rf"^\[([^\]]+)\].*{what}", log, re.M).group(1)
+        for what in ("Received SIGUSR1", "Requeued SLURM job", "A requeued SLURM job")
+    ]
+    print(f"job {job}: {states[job]} after {results['cluster']['slurm_restarts']} restart(s); {stamps}")
 
 
 def check_two_process_sweep(sweep: Path, log_dir: Path) -> None:

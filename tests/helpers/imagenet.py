@@ -77,6 +77,19 @@ def prepare_script():
     return module
 
 
+def prepare_shards(archives: Path, root: Path, side: int) -> str:
+    """``src/prepare_imagenet.py --format shards`` on the archives, run in this process (litdata's
+    writers fork from it), 2 workers; what it printed."""
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    args = ["--archives", str(archives), "--root", str(root), "--format", "shards", "--side", str(side)]
+    out = StringIO()
+    with redirect_stdout(out):
+        assert prepare_script().main([*args, "--workers", "2"]) == 0
+    return out.getvalue()
+
+
 def bad_files(folder: Path) -> dict[str, Path]:
     """One real file of each awkward kind ImageNet has, made from a photo."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,129 @@
+"""SLURM for real: jobs submitted through ``hydra/launcher=slurm`` (submitit) to the one-node cluster
+that ``scripts/local_slurm.py`` starts for the suite (``conftest.py``; skipped where it cannot).
+The README's own SLURM commands run in ``tests/test_readme.py``, against the same cluster."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from alexnet.run.sweep import report_sweep
+from conftest import ROOT, TESTS_ON_PATH
+from helpers.runs import assert_same_run
+from helpers.slurm import job_states, wait_for_jobs
+
+SHORT = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+            out, err = process.communicate(timeout=60)
+            pytest.fail(f"{path} did not appear in {timeout:.0f} s:\n{out[-2000:]}\n{err[-3000:]}")
+        time.sleep(0.2)
+
+
+def sweep_on_slurm(sweep: Path, overrides: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """``src/train.py -m hydra/launcher=slurm`` (shortened, 2 CPU tasks a job), started in the background."""
+    args = [
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug",
+        *SHORT,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=5",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+        f"paths.log_dir={sweep.parent / 'outputs'}",
+    ]
+    env = {**os.environ, **env, **TESTS_ON_PATH, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=sweep.parent, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def job_of(sweep: Path, num: int) -> str:
+    """The SLURM id of sweep job ``num`` (an array task: ``<array job>_<num>``), from submitit's folder."""
+    (job,) = [p.name for p in (sweep / ".submitit").glob(f"*_{num}")]
+    return job
+
+
+@pytest.mark.slow
+def test_a_sweep_on_slurm_requeues_a_warned_job_records_a_failed_and_a_cancelled_one(slurm, tmp_path):
+    """One job array of four 2-task jobs, each with a fault planted at step 3 of 10:
+
+    0. waits there for SLURM's warning, USR2 (what the launcher asks SLURM to send before a time
+       limit), sent with ``scancel --signal=USR2`` mid-epoch: it checkpoints, requeues itself once
+       and resumes as ``SLURM_RESTART_COUNT`` 1, ending bit-equal to
+    1. the same run, uninterrupted;
+    2. raises an error: the job ends, ``failed`` with the error in ``results.json``;
+    3. waits there and is ``scancel``led (SIGTERM, then KILL): ``preempted``, with its checkpoint.
+
+    The launcher reports the failed job; nothing waits forever."""
+    sweep = tmp_path / "sweep"
+    started = time.monotonic()
+    faults = ["+callbacks.fault._target_=planted.FaultAt", "+callbacks.fault.kind=pause,none,raise,pause"]
+    sweeping = sweep_on_slurm(sweep, faults, slurm)
+    wait_for(sweep / "0" / "paused", sweeping, timeout=150)
+    warned = job_of(sweep, 0)
+    signalled = subprocess.run(
+        ["scancel", "--signal=USR2", warned], env={**os.environ, **slurm}, capture_output=True, text=True
+    )
+    assert signalled.returncode == 0, signalled.stderr
+    signalled_at = time.monotonic()
+    wait_for(sweep / "3" / "paused", sweeping, timeout=150)
+    cancelled = job_of(sweep, 3)
+    assert subprocess.run(["scancel", cancelled], env={**os.environ, **slurm}).returncode == 0
+    try:
+        out, err = sweeping.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        sweeping.kill()
+        out, err = sweeping.communicate()
+        pytest.fail(f"the sweep did not return in 300 s: {job_states([warned], slurm)}\n{out[-2000:]}\n{err[-3000:]}")
+    # A failed job is recorded and the sweep goes on (tests/test_faults.py); the launcher gives up at
+    # the first job that has no result, the cancelled one, and names it
+    assert sweeping.returncode != 0 and f"UncompletedJobError: Job {cancelled} " in err, out[-2000:] + err[-3000:]
+    jobs = [job_of(sweep, n) for n in range(4)]
+    states = wait_for_jobs(jobs, slurm, timeout=120)
+    # submitit ends a job whose function raised as COMPLETED (the error is its pickled result)
+    assert [states[j] for j in jobs] == ["COMPLETED", "COMPLETED", "COMPLETED", "CANCELLED"], states
+
+    interrupted, uninterrupted, failed, stopped = (results(sweep / str(n)) for n in range(4))
+    assert interrupted["status"] == uninterrupted["status"] == "finished"
+    assert interrupted["cluster"] == {"environment": "SLURMEnvironment", "slurm_job": warned, "slurm_restarts": 1}
+    assert uninterrupted["cluster"]["slurm_restarts"] == 0 and interrupted["world_size"] == 2
+    log = (sweep / "0" / "train.log").read_text()
+    assert "Received SIGUSR2: checkpointing at the end of this step" in log and f"Requeued SLURM job {warned}" in log
+    assert log.count("Requeued SLURM job") == 1 and "A requeued SLURM job: resuming its run" in log
+    assert_same_run(sweep / "0", sweep / "1")  # bit-equal weights, the same metrics file and results
+
+    assert failed["status"] == "failed" and "planted error at step 3" in failed["error"]
+    assert stopped["status"] == "preempted" and f"resume={sweep / '3'}" in stopped["error"]
+    assert (sweep / "3" / "checkpoints" / "resume.ckpt").is_file()  # where a resume= continues
+    report_sweep(sweep)
+    text = (sweep / "report.md").read_text()
+    assert "failed" in text and "preempted" in text
+
+    stamps = [
+        datetime.strptime(re.search(rf"^\[([^\]]+)\].*{what}", log, re.M).group(1), "%Y-%m-%d %H:%M:%S,%f")
+        for what in ("Received SIGUSR2", "Requeued SLURM job", "A requeued SLURM job")
+    ]
+    print(
+        f"job {warned}: USR2 sent {signalled_at - started:.1f} s after submitting; requeued "
+        f"{(stamps[1] - stamps[0]).total_seconds():.1f} s after the signal, resuming "
+        f"{(stamps[2] - stamps[1]).total_seconds():.1f} s after that; states {states}"
+    )
