@@ -158,10 +158,26 @@ class Run:
             **self.extra,
         )
         if rank_zero_only.rank == 0 or status != "finished":
-            self.dir.write_results(self.results)
-            log.info("%s", headline(self.results))
-            log.info("results: %s", self.dir.results_file)
+            first = self._failure_recorded_first() if status == "failed" else None
+            if first is not None:
+                log.error("results.json keeps the failure another process recorded first: %s", first)
+            else:
+                self.dir.write_results(self.results)
+                log.info("%s", headline(self.results))
+                log.info("results: %s", self.dir.results_file)
         return self.results
+
+    def _failure_recorded_first(self) -> str | None:
+        """The error another process of this launch recorded before this one failed, if one did.
+        Under torchrun every failing rank records; the first names the cause (a node lost: the peer's
+        address), the later ones its echo (their neighbour's broken connection)."""
+        try:
+            if self.dir.results_file.stat().st_mtime < self._started:  # an earlier launch's record
+                return None
+            earlier = self.dir.results()
+        except (OSError, ValueError):
+            return None
+        return earlier["error"] if earlier and earlier.get("status") == "failed" else None
 
     @property
     def best_val_err1(self) -> float | None:
