@@ -116,3 +116,39 @@ def test_the_observer_exits_1_for_a_failed_process_and_stands_down_while_this_on
     trainer.state.status = TrainerStatus.INTERRUPTED  # what Lightning sets first on Ctrl-C or an error here
     lightning_compat._stop_the_others_then_exit_1(observer)
     assert (exits, signals) == ([1], [9])  # nothing more
+
+
+def test_a_failed_sigterm_broadcast_fails_the_step_instead_of_being_ignored():
+    """Lightning's loop still broadcasts rank 0's SIGTERM before each step, through the method that
+    ``fail_when_a_sigterm_broadcast_fails`` replaces; Lightning's own swallows the broadcast's error
+    (here: no process group), the replacement lets it through."""
+    import inspect
+
+    import pytest
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+    from alexnet import lightning_compat
+
+    assert "self._broadcast_sigterm_tensor()" in inspect.getsource(_TrainingEpochLoop.advance), UPGRADED
+    loop = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).fit_loop.epoch_loop
+    original = _TrainingEpochLoop.__dict__["_broadcast_sigterm_tensor"]
+    if original is not lightning_compat._broadcast_sigterm_or_fail:  # not yet replaced in this process
+        original(loop)  # no process group: ignored
+    lightning_compat.fail_when_a_sigterm_broadcast_fails()
+    with pytest.raises(ValueError, match="process group"):
+        loop._broadcast_sigterm_tensor()
+
+
+def test_ddp_keeps_its_gradient_buckets_from_3_processes_on():
+    """``keep_gradient_buckets`` reaches the kwargs Lightning's DDP strategy gives DDP, from 3
+    processes on (tests/test_multinode.py resumes 4 bit-equal), and leaves a user's choice alone."""
+    from alexnet.lightning_compat import keep_gradient_buckets
+
+    four = L.Trainer(accelerator="cpu", devices=4, logger=False, enable_progress_bar=False)
+    assert keep_gradient_buckets(four), UPGRADED
+    assert four.strategy._ddp_kwargs["find_unused_parameters"] is True, UPGRADED
+    two = L.Trainer(accelerator="cpu", devices=2, logger=False, enable_progress_bar=False)
+    assert not keep_gradient_buckets(two) and "find_unused_parameters" not in two.strategy._ddp_kwargs
+    mine = L.Trainer(accelerator="cpu", devices=4, strategy="ddp_find_unused_parameters_false", logger=False)
+    keep_gradient_buckets(mine)
+    assert mine.strategy._ddp_kwargs["find_unused_parameters"] is False

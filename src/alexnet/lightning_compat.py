@@ -5,6 +5,7 @@ Tested with Lightning 2.6 (``pyproject.toml`` bounds it); ``tests/test_lightning
 with the installed version's number if an upgrade removes what is used here.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -13,9 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
-from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 TESTED = "2.6"
 log = logging.getLogger(__name__)
@@ -32,6 +36,24 @@ def set_collective_timeout(strategy: Strategy, seconds: float) -> bool:
     return True
 
 
+def keep_gradient_buckets(trainer: L.Trainer) -> bool:
+    """Make DDP reduce gradients in the same buckets at every step of a run of 3 processes or more,
+    resumed or not; return whether it applied (not where the user set ``find_unused_parameters``).
+
+    DDP rebuilds its buckets after a process's first step, in the order the gradients became ready.
+    A resumed process's first step uses the initial buckets where the uninterrupted run used the
+    rebuilt ones: with 3 processes or more, each gradient's sum over the processes is added up in
+    another order, and the resumed run drifts from the uninterrupted one by rounding (2 processes
+    are safe: a + b == b + a). DDP does not rebuild with ``find_unused_parameters=True``, at the
+    cost of one pass over the autograd graph a step (AlexNet's is some 30 nodes); torch then logs,
+    once per process, that no parameter was unused."""
+    strategy = trainer.strategy
+    if not isinstance(strategy, DDPStrategy) or trainer.world_size < 3:
+        return False
+    strategy._ddp_kwargs.setdefault("find_unused_parameters", True)
+    return True
+
+
 def own_launcher(trainer: L.Trainer) -> _SubprocessScriptLauncher | None:
     """Lightning's DDP launcher when it started this run's other processes (``trainer.devices>1``
     without torchrun or SLURM), else None. Its ``kill(signal)`` stops them."""
@@ -43,6 +65,28 @@ def request_stop(trainer: L.Trainer) -> None:
     """Make Lightning stop at the next step boundary with ``SIGTERMException``, as on SIGTERM,
     without its signal handler (which runs a collective inside the handler)."""
     trainer._signal_connector.received_sigterm = True
+
+
+def fail_when_a_sigterm_broadcast_fails() -> None:
+    """Make the broadcast Lightning runs before every training step under DDP (rank 0 telling the
+    others whether it got SIGTERM) fail the run when it fails, as every other collective does.
+
+    Lightning 2.6 catches any error of that broadcast and carries on: with a peer lost (a node
+    gone), rank 0's broadcast fails, rank 0 goes on to the step's next collective, and a rank still
+    waiting for the broadcast's data never gets it, so the two wait for each other until the
+    collective timeout, and the error that named the lost peer is gone. Seen with two torchrun
+    nodes and one killed (``tests/test_multinode.py``), about one kill in six."""
+    _TrainingEpochLoop._broadcast_sigterm_tensor = _broadcast_sigterm_or_fail
+
+
+def _broadcast_sigterm_or_fail(loop: _TrainingEpochLoop) -> None:
+    trainer = loop.trainer
+    flag = torch.tensor([1 if trainer.received_sigterm else 0], device=trainer.strategy.root_device)
+    torch.distributed.broadcast(flag, src=0)  # Lightning's, less its `except Exception: flag = 0`
+    if flag.item() == 1:
+        with contextlib.suppress(Exception):
+            torch.distributed.barrier()  # as Lightning: every rank here before each stops
+        raise SIGTERMException()
 
 
 def checkpoint_state(trainer: L.Trainer) -> dict[str, Any]:

@@ -17,7 +17,12 @@ from alexnet.analysis.visuals import visualize_from_config
 from alexnet.config import build, validate
 from alexnet.data import per_device_batch_size
 from alexnet.errors import require
-from alexnet.lightning_compat import exit_1_when_a_process_fails, set_collective_timeout
+from alexnet.lightning_compat import (
+    exit_1_when_a_process_fails,
+    fail_when_a_sigterm_broadcast_fails,
+    keep_gradient_buckets,
+    set_collective_timeout,
+)
 from alexnet.models.columns import exchange_report
 from alexnet.run.lifecycle import Run
 from alexnet.training.column_parallel import ColumnParallelStrategy
@@ -81,7 +86,9 @@ def build_trainer(cfg: DictConfig, system: L.LightningModule) -> L.Trainer:
         cfg.trainer, "trainer", callbacks=callbacks, logger=False, sync_batchnorm=False, **strategy
     )
     set_collective_timeout(trainer.strategy, cfg.collective_timeout_s)
+    keep_gradient_buckets(trainer)  # exact resume with 3 processes or more
     exit_1_when_a_process_fails(trainer)
+    fail_when_a_sigterm_broadcast_fails()
     batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
     has_batchnorm = any(isinstance(m, batchnorms) for m in system.modules())
     if cfg.trainer.sync_batchnorm and has_batchnorm and trainer.world_size > 1 and not strategy:
