@@ -43,16 +43,29 @@ share_the_cores()
 # Started by the process that runs the session (xdist's controller, before its workers start, so
 # that they inherit SLURM_CONF), where this machine can (root, SLURM installed: .ci/run installs it);
 # tests that need it take the `slurm` fixture, which skips with the reason where it cannot, and
-# fails instead under ALEXNET_REQUIRE_SLURM=1 (CI). ALEXNET_SLURM=off keeps it from starting.
+# fails instead under ALEXNET_REQUIRE_CLUSTER=1 (CI). ALEXNET_SLURM=off keeps it from starting.
 SLURM_MISSING = "ALEXNET_SLURM_MISSING"  # why this run has no cluster, for the workers
 SLURM_FOLDER = pytest.StashKey[Path]()
 
 
-def local_slurm():
-    spec = importlib.util.spec_from_file_location("local_slurm", ROOT / "scripts" / "local_slurm.py")
+def script_module(name: str):
+    """``scripts/<name>.py``, imported (the scripts are for users too, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def local_slurm():
+    return script_module("local_slurm")
+
+
+def skip_without(what: str, why: str) -> None:
+    """Skip a test that needs ``what`` (a cluster of this machine's making), saying why; under
+    ``ALEXNET_REQUIRE_CLUSTER=1`` (CI, which must run them) fail instead."""
+    if os.environ.get("ALEXNET_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"ALEXNET_REQUIRE_CLUSTER=1 but no {what}: {why}")
+    pytest.skip(f"no {what}: {why}")
 
 
 def pytest_configure(config) -> None:
@@ -84,10 +97,22 @@ def slurm() -> dict[str, str]:
     """The environment that reaches the cluster (``SLURM_CONF``, ``PATH`` with the sacct stand-in)."""
     missing = os.environ.get(SLURM_MISSING)
     if missing:
-        if os.environ.get("ALEXNET_REQUIRE_SLURM") == "1":
-            pytest.fail(f"ALEXNET_REQUIRE_SLURM=1 but no SLURM cluster: {missing}")
-        pytest.skip(f"no SLURM cluster: {missing}")
+        skip_without("SLURM cluster", missing)
     return {"SLURM_CONF": os.environ["SLURM_CONF"], "PATH": os.environ["PATH"]}
+
+
+@pytest.fixture
+def two_nodes():
+    """Two nodes of this machine (``scripts/local_nodes.py``: network namespaces ``node0`` and ``node1``
+    on a veth pair), named after this process so that two suites do not share them; removed after."""
+    nodes = script_module("local_nodes")
+    prefix = f"an{os.getpid()}"
+    try:
+        pair = nodes.start(prefix)
+    except nodes.NodesError as err:
+        skip_without("two network namespaces", str(err))
+    yield pair
+    nodes.stop(prefix)
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:

@@ -90,19 +90,28 @@ class SpoilLastEpoch(L.Callback):
 
 
 class FaultAt(L.Callback):
-    """For SLURM tests, a fault chosen per sweep job (``+callbacks.fault.kind=pause,none``), at the end of
-    training step ``step`` of a job's first attempt (not a requeued one):
+    """For cluster tests, a fault chosen per sweep job (``+callbacks.fault.kind=pause,none``), at the end of
+    training step ``step`` of a job's first attempt (not a requeued one), or with ``at=start`` at the
+    start of the batch at ``step``, after the resume checkpoint's periodic save there:
 
     - ``pause``: rank 0 touches ``<run dir>/paused`` and every rank waits, at most ``seconds``, until a
-      signal has arrived (the resume checkpoint's handler has it pending), so that a test can send
-      one mid-epoch at a known step;
+      signal has arrived (the resume checkpoint's handler has it pending) or ``<run dir>/release``
+      exists, so that a test can send a signal, or kill a node, mid-epoch at a known step;
     - ``raise``: a ``RuntimeError`` on every rank;
     - ``none``: nothing (the same run, uninterrupted)."""
 
-    def __init__(self, kind: str = "none", step: int = 3, seconds: float = 60.0) -> None:
-        self.kind, self.step, self.seconds = kind, step, seconds
+    def __init__(self, kind: str = "none", step: int = 3, seconds: float = 60.0, at: str = "end") -> None:
+        self.kind, self.step, self.seconds, self.at = kind, step, seconds, at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.at == "start":
+            self._fault(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.at == "end":
+            self._fault(trainer)
+
+    def _fault(self, trainer) -> None:
         if trainer.global_step != self.step or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
             return
         if self.kind == "raise":
@@ -111,6 +120,19 @@ class FaultAt(L.Callback):
             return
         if trainer.is_global_zero:
             Path(trainer.default_root_dir, "paused").touch()
-        deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline and not any(getattr(c, "_pending", None) for c in trainer.callbacks):
+        deadline, release = time.monotonic() + self.seconds, Path(trainer.default_root_dir, "release")
+        while time.monotonic() < deadline and not release.exists():
+            if any(getattr(c, "_pending", None) for c in trainer.callbacks):
+                break
             time.sleep(0.1)
+
+
+class RecordShards(L.Callback):
+    """Each rank writes the training images its loader gives it this epoch (their indices, one line,
+    in ``<run dir>/shards/epoch<E>-rank<R>.txt``): which rank saw which image."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        indices = trainer.train_dataloader.shard().tolist()
+        folder = Path(trainer.default_root_dir, "shards")
+        folder.mkdir(exist_ok=True)
+        (folder / f"epoch{trainer.current_epoch}-rank{trainer.global_rank}.txt").write_text(" ".join(map(str, indices)))

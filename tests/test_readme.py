@@ -24,23 +24,13 @@ from alexnet.run.sweep import report_sweep
 from conftest import ROOT, TESTS_ON_PATH
 from helpers.columns import check_column_parallel_run
 from helpers.imagenet import prepare_shards, write_archives
+from helpers.readme import readme_commands
 from helpers.runs import assert_same_run, train_cli
 from helpers.slurm import wait_for_jobs
 
 SHORT = ["debug=smoke", "model.width=0.25"]
 MAKE_SHORT = " ".join(SHORT)
 TIMEOUT = 300
-
-
-def readme_commands() -> list[str]:
-    """The commands of the README's ``bash`` blocks, continuation lines joined, comments removed."""
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            command = " ".join(re.sub(r"(^|\s)#.*$", "", line).split())
-            if command:
-                commands.append(command)
-    return commands
 
 
 @dataclass(frozen=True)
@@ -66,6 +56,7 @@ SHARDS_JOB = (
     "data.resize=40 data.batch_size=8 model=cifar model.width=0.125 trainer.max_epochs=2 trainer.accelerator=cpu "
     "callbacks.resume_checkpoint.every_n_steps=3"
 )
+MULTINODE = "two machines: tests/test_multinode.py runs this command on each of two nodes made of network namespaces"
 PLAN: dict[str, Plan] = {
     "make train": Plan(f'make train ARGS="{MAKE_SHORT} paths.log_dir={{log_dir}}"'),
     "make test": Plan(skip="runs this suite, which this test is part of (CI runs make test)"),
@@ -110,6 +101,12 @@ PLAN: dict[str, Plan] = {
         slurm=True,
         batch=True,
     ),
+    "torchrun --nnodes=2 --node-rank=0 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400 "
+    "--rdzv-id=two-nodes src/train.py trainer.devices=2 trainer.num_nodes=2 hydra.run.dir=outputs/runs/two-nodes": Plan(
+        skip=MULTINODE
+    ),
+    "torchrun --nnodes=2 --node-rank=0 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400 "
+    "--rdzv-id=two-nodes-2 src/train.py resume=outputs/runs/two-nodes": Plan(skip=MULTINODE),
     "make prepare-imagenet ARCHIVES=~/Downloads/ilsvrc ROOT=data/imagenet": Plan(
         skip="needs the ILSVRC-2012 archives; tests/test_imagenet.py prepares generated archives in their layout"
     ),
