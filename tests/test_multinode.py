@@ -78,21 +78,11 @@ def assert_every_image_once(run_dir: Path, epochs: int, world: int) -> None:
 
 @pytest.mark.slow
 def test_two_nodes_train_as_one_run_survive_a_lost_node_and_resume_exactly(two_nodes, tmp_path):
-    # Both nodes, uninterrupted: one run of 4 processes, the same as 4 processes on one machine.
-    whole = tmp_path / "whole"
-    codes, logs = ended(two_nodes, on_two_nodes(two_nodes, NEW, whole, "whole", *RUN), whole, "whole")
-    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    record = results(whole)
-    assert record["status"] == "finished" and record["world_size"] == 4
-    assert record["cluster"]["environment"] == "TorchElasticEnvironment"
-    assert_every_image_once(whole, epochs=2, world=4)
-    one_node = train_cli([*RUN, "trainer.devices=4", f"hydra.run.dir={tmp_path / 'one-node'}"], tmp_path)
-    assert one_node.returncode == 0, one_node.stderr[-3000:]
-    assert_same_run(whole, tmp_path / "one-node")
-
-    # node1 lost mid-epoch (every process in its namespace killed) while training waits at the start
-    # of step 3, after its periodic checkpoint: node0's processes fail at their next collective (the
-    # step's gradients), naming the lost peer, and their agent exits.
+    """The README's first command on both nodes; node1 lost mid-epoch (every process in its namespace
+    killed) while training waits at the start of step 3, after its periodic checkpoint: node0's
+    processes fail at their next collective (the step's gradients) within seconds, naming the lost
+    peer, and their agent exits. The second command resumes on both nodes, and the run ends as 4
+    processes on one machine never stopped do: bit-equal weights, metrics file and results."""
     run = tmp_path / "run"
     pause = ["+callbacks.fault._target_=planted.FaultAt", "+callbacks.fault.kind=pause", "+callbacks.fault.at=start"]
     agents = on_two_nodes(two_nodes, NEW, run, "first", *RUN, *pause)
@@ -109,10 +99,14 @@ def test_two_nodes_train_as_one_run_survive_a_lost_node_and_resume_exactly(two_n
     assert codes[0] != 0 and time.monotonic() - lost < 120, logs[0][-3000:]  # seconds, not the collective timeout
     record = results(run)
     assert record["status"] == "failed" and "10.77.0.2" in record["error"], record["error"]  # the lost peer
-
     assert "holds the state before it, with every rank's" in (run / "train.log").read_text()
-    # The same two commands with resume=: the run continues and ends as the uninterrupted one.
+
     codes, logs = ended(two_nodes, on_two_nodes(two_nodes, RESUME, run, "resumed"), run, "resumed")
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    assert results(run)["status"] == "finished"
-    assert_same_run(whole, run)
+    record = results(run)
+    assert record["status"] == "finished" and record["world_size"] == 4
+    assert record["cluster"]["environment"] == "TorchElasticEnvironment"
+    assert_every_image_once(run, epochs=2, world=4)
+    one_node = train_cli([*RUN, "trainer.devices=4", f"hydra.run.dir={tmp_path / 'one-node'}"], tmp_path)
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    assert_same_run(tmp_path / "one-node", run)

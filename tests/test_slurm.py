@@ -1,10 +1,11 @@
-"""SLURM for real: jobs submitted through ``hydra/launcher=slurm`` (submitit) to the one-node cluster
-that ``scripts/local_slurm.py`` starts for the suite (``conftest.py``; skipped where it cannot).
-The README's own SLURM commands run in ``tests/test_readme.py``, against the same cluster."""
+"""SLURM for real: the README's sweep through ``hydra/launcher=slurm`` (submitit), submitted to the
+one-node cluster that ``scripts/local_slurm.py`` starts for the suite (``conftest.py``; skipped where
+it cannot). The README's ``srun`` job runs in ``tests/test_readme.py``, against the same cluster."""
 
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -15,10 +16,21 @@ import pytest
 
 from alexnet.run.sweep import report_sweep
 from conftest import ROOT, TESTS_ON_PATH
+from helpers.readme import readme_commands
 from helpers.runs import assert_same_run
 from helpers.slurm import job_states, wait_for_jobs
 
-SHORT = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu", "trainer.devices=2"]
+(README_SWEEP,) = [command for command in readme_commands() if "hydra/launcher=slurm" in command]
+# Its sweep and resources, for this machine: the jobs' faults are the sweep, 2 CPU tasks a job
+SWAP = {
+    "python": sys.executable,
+    "src/train.py": str(ROOT / "src" / "train.py"),
+    "experiment=ablation_norm_pool": None,
+    "scale=full": None,
+    "trainer.devices=4": "trainer.devices=2",
+    "hydra.launcher.partition=gpu": "hydra.launcher.partition=debug",
+}
+SHORT = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu"]
 
 
 def results(run_dir: Path) -> dict:
@@ -37,12 +49,11 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
 
 
 def sweep_on_slurm(sweep: Path, overrides: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """``src/train.py -m hydra/launcher=slurm`` (shortened, 2 CPU tasks a job), started in the background."""
+    """The README's sweep command (shortened, 2 CPU tasks a job, ``overrides`` as its sweep),
+    started in the background."""
+    argv = [SWAP.get(arg, arg) for arg in shlex.split(README_SWEEP)]
     args = [
-        str(ROOT / "src" / "train.py"),
-        "-m",
-        "hydra/launcher=slurm",
-        "hydra.launcher.partition=debug",
+        *[arg for arg in argv if arg is not None],
         *SHORT,
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=5",
@@ -51,9 +62,7 @@ def sweep_on_slurm(sweep: Path, overrides: list[str], env: dict[str, str]) -> su
         f"paths.log_dir={sweep.parent / 'outputs'}",
     ]
     env = {**os.environ, **env, **TESTS_ON_PATH, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, *args], cwd=sweep.parent, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    return subprocess.Popen(args, cwd=sweep.parent, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def job_of(sweep: Path, num: int) -> str:
@@ -98,6 +107,7 @@ def test_a_sweep_on_slurm_requeues_a_warned_job_records_a_failed_and_a_cancelled
     # the first job that has no result, the cancelled one, and names it
     assert sweeping.returncode != 0 and f"UncompletedJobError: Job {cancelled} " in err, out[-2000:] + err[-3000:]
     jobs = [job_of(sweep, n) for n in range(4)]
+    assert len({job.split("_")[0] for job in jobs}) == 1  # one job array, tasks 0 to 3
     states = wait_for_jobs(jobs, slurm, timeout=120)
     # submitit ends a job whose function raised as COMPLETED (the error is its pickled result)
     assert [states[j] for j in jobs] == ["COMPLETED", "COMPLETED", "COMPLETED", "CANCELLED"], states
