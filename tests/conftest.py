@@ -56,10 +56,6 @@ def script_module(name: str):
     return module
 
 
-def local_slurm():
-    return script_module("local_slurm")
-
-
 def skip_without(what: str, why: str) -> None:
     """Skip a test that needs ``what`` (a cluster of this machine's making), saying why; under
     ``ALEXNET_REQUIRE_CLUSTER=1`` (CI, which must run them) fail instead."""
@@ -74,7 +70,7 @@ def pytest_configure(config) -> None:
     if os.environ.get("ALEXNET_SLURM") == "off":
         os.environ[SLURM_MISSING] = "ALEXNET_SLURM=off"
         return
-    cluster = local_slurm()
+    cluster = script_module("local_slurm")
     folder = Path(tempfile.mkdtemp(prefix="alexnet-slurm-"))
     try:
         os.environ.update(cluster.start(folder))
@@ -88,7 +84,7 @@ def pytest_configure(config) -> None:
 def pytest_unconfigure(config) -> None:
     folder = config.stash.get(SLURM_FOLDER, None)
     if folder is not None:
-        local_slurm().stop(folder)
+        script_module("local_slurm").stop(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 

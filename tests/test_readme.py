@@ -38,8 +38,7 @@ class Plan:
     run: str | None = None  # the command line to run here ({python}, {log_dir}, {run}, {sweep} filled in)
     skip: str | None = None  # why it cannot run here
     note: str = ""  # how the command run differs from the README's, beyond shortening
-    slurm: bool = False  # submits to the suite's one-node SLURM cluster (conftest.py; skipped where there is none)
-    batch: bool = False  # a SLURM batch job: ``run`` submits it (sbatch --parsable) with its own shortening
+    batch: bool = False  # a batch job on the suite's SLURM cluster: ``run`` submits it (sbatch --parsable)
 
 
 def cpu(command: str) -> str:
@@ -48,7 +47,7 @@ def cpu(command: str) -> str:
 
 TRAIN = "{python} src/train.py"
 # The README's shard-reading SLURM job, shortened: generated shards (3 classes of 40-pixel squares,
-# 53 training images) read through litdata's object-storage path with a cache, 2 epochs of 7 steps
+# 48 training images) read through litdata's object-storage path with a cache, 2 epochs of 6 steps
 # of a narrow CIFAR-stem network on 2 CPU tasks.
 SHARDS_JOB = (
     "experiment=paper_imagenet data.format=shards data.shards=local:{shards}/shards data.cache_dir={srun_run}-cache "
@@ -98,7 +97,6 @@ PLAN: dict[str, Plan] = {
         "local: path (its stand-in for s3://), with a 1-minute time limit and USR1 1 s before it: a planted pause "
         "at step 3 holds the first attempt until SLURM's warning comes; it must requeue, resume, and end "
         "bit-equal to the same run uninterrupted",
-        slurm=True,
         batch=True,
     ),
     "torchrun --nnodes=2 --node-rank=0 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400 "
@@ -224,7 +222,7 @@ def run_readme_command(
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs(command, workspace, request):
     before = set(workspace["log_dir"].glob("runs/*/*/results.json"))
-    cluster = request.getfixturevalue("slurm") if PLAN[command].slurm and not PLAN[command].skip else None
+    cluster = request.getfixturevalue("slurm") if PLAN[command].batch else None
     if PLAN[command].batch:
         generate_shards(workspace["shards"])
     result = run_readme_command(command, workspace, cluster)

@@ -2,7 +2,6 @@
 one-node cluster that ``scripts/local_slurm.py`` starts for the suite (``conftest.py``; skipped where
 it cannot). The README's ``srun`` job runs in ``tests/test_readme.py``, against the same cluster."""
 
-import json
 import os
 import re
 import shlex
@@ -17,7 +16,7 @@ import pytest
 from alexnet.run.sweep import report_sweep
 from conftest import ROOT, TESTS_ON_PATH
 from helpers.readme import readme_commands
-from helpers.runs import assert_same_run
+from helpers.runs import assert_same_run, results
 from helpers.slurm import job_states, wait_for_jobs
 
 (README_SWEEP,) = [command for command in readme_commands() if "hydra/launcher=slurm" in command]
@@ -30,11 +29,8 @@ SWAP = {
     "trainer.devices=4": "trainer.devices=2",
     "hydra.launcher.partition=gpu": "hydra.launcher.partition=debug",
 }
+assert set(SWAP) <= set(shlex.split(README_SWEEP)), "the README's SLURM sweep changed: update SWAP"
 SHORT = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu"]
-
-
-def results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:

@@ -45,8 +45,8 @@ def keep_gradient_buckets(trainer: L.Trainer) -> bool:
     rebuilt ones: with 3 processes or more, each gradient's sum over the processes is added up in
     another order, and the resumed run drifts from the uninterrupted one by rounding (2 processes
     are safe: a + b == b + a). DDP does not rebuild with ``find_unused_parameters=True``, at the
-    cost of one pass over the autograd graph a step (AlexNet's is some 30 nodes); torch then logs,
-    once per process, that no parameter was unused."""
+    cost of one pass over the autograd graph a step (not measured on a GPU); torch then logs, once
+    per process, that no parameter was unused."""
     strategy = trainer.strategy
     if not isinstance(strategy, DDPStrategy) or trainer.world_size < 3:
         return False
@@ -75,7 +75,7 @@ def fail_when_a_sigterm_broadcast_fails() -> None:
     gone), rank 0's broadcast fails, rank 0 goes on to the step's next collective, and a rank still
     waiting for the broadcast's data never gets it, so the two wait for each other until the
     collective timeout, and the error that named the lost peer is gone. Seen with two torchrun
-    nodes and one killed (``tests/test_multinode.py``), about one kill in six."""
+    nodes and one killed (``tests/test_multinode.py``), one kill in four to six."""
     _TrainingEpochLoop._broadcast_sigterm_tensor = _broadcast_sigterm_or_fail
 
 

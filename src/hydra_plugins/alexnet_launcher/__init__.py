@@ -11,4 +11,5 @@ from alexnet.run.slurm import cpus_per_task, gpus_per_node
 
 OmegaConf.register_new_resolver("launch_id", launch_id, replace=True)  # run directories: <time>-<id>
 OmegaConf.register_new_resolver("slurm_gpus_per_node", gpus_per_node, replace=True)  # hydra/launcher=slurm
-OmegaConf.register_new_resolver("slurm_cpus_per_task", cpus_per_task, replace=True)
+# asks sinfo once per config, however often the key is read
+OmegaConf.register_new_resolver("slurm_cpus_per_task", cpus_per_task, replace=True, use_cache=True)
