@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -61,6 +62,24 @@ def sweep_on_slurm(sweep: Path, overrides: list[str], env: dict[str, str]) -> su
     return subprocess.Popen(args, cwd=sweep.parent, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def job_logs(sweep: Path, num: int) -> str:
+    """Sweep job ``num``'s own logs (its run's ``train.log``, each task's output from submitit's
+    folder), for the report of a failed test: CI keeps nothing else."""
+    files = [sweep / str(num) / "train.log", *sorted((sweep / ".submitit").glob(f"*_{num}/*_log.*"))]
+    return "\n".join(f"== {f}\n{f.read_text(errors='replace')[-6000:]}" for f in files if f.is_file())
+
+
+@contextmanager
+def logs_on_failure(sweep: Path, *nums: int):
+    """On a failure inside, print sweep jobs ``nums``' logs (pytest shows them with the failure)."""
+    try:
+        yield
+    except BaseException:
+        for num in nums:
+            print(job_logs(sweep, num))
+        raise
+
+
 def job_of(sweep: Path, num: int) -> str:
     """The SLURM id of sweep job ``num`` (an array task: ``<array job>_<num>``), from submitit's folder."""
     (job,) = [p.name for p in (sweep / ".submitit").glob(f"*_{num}")]
@@ -84,44 +103,48 @@ def test_a_sweep_on_slurm_requeues_a_warned_job_records_a_failed_and_a_cancelled
     started = time.monotonic()
     faults = ["+callbacks.fault._target_=planted.FaultAt", "+callbacks.fault.kind=pause,pause,none,raise"]
     sweeping = sweep_on_slurm(sweep, faults, slurm)
-    wait_for(sweep / "1" / "paused", sweeping, timeout=150)
-    warned = job_of(sweep, 1)
-    signalled = subprocess.run(
-        ["scancel", "--signal=USR2", warned], env={**os.environ, **slurm}, capture_output=True, text=True
-    )
-    assert signalled.returncode == 0, signalled.stderr
-    signalled_at = time.monotonic()
-    wait_for(sweep / "0" / "paused", sweeping, timeout=150)
-    cancelled = job_of(sweep, 0)
-    assert subprocess.run(["scancel", cancelled], env={**os.environ, **slurm}).returncode == 0
-    try:
-        out, err = sweeping.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        sweeping.kill()
-        out, err = sweeping.communicate()
-        pytest.fail(f"the sweep did not return in 300 s: {job_states([warned], slurm)}\n{out[-2000:]}\n{err[-3000:]}")
-    assert sweeping.returncode != 0 and f"UncompletedJobError: Job {cancelled} " in err, out[-2000:] + err[-3000:]
-    jobs = [job_of(sweep, n) for n in range(4)]
-    assert len({job.split("_")[0] for job in jobs}) == 1  # one job array, tasks 0 to 3
-    states = wait_for_jobs(jobs, slurm, timeout=180)  # the others go on without the launcher
-    # submitit ends a job whose function raised as COMPLETED (the error is its pickled result)
-    assert [states[j] for j in jobs] == ["CANCELLED", "COMPLETED", "COMPLETED", "COMPLETED"], states
+    with logs_on_failure(sweep, 0, 1):
+        wait_for(sweep / "1" / "paused", sweeping, timeout=150)
+        warned = job_of(sweep, 1)
+        signalled = subprocess.run(
+            ["scancel", "--signal=USR2", warned], env={**os.environ, **slurm}, capture_output=True, text=True
+        )
+        assert signalled.returncode == 0, signalled.stderr
+        signalled_at = time.monotonic()
+        wait_for(sweep / "0" / "paused", sweeping, timeout=150)
+        cancelled = job_of(sweep, 0)
+        assert subprocess.run(["scancel", cancelled], env={**os.environ, **slurm}).returncode == 0
+        try:
+            out, err = sweeping.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            sweeping.kill()
+            out, err = sweeping.communicate()
+            pytest.fail(
+                f"the sweep did not return in 300 s: {job_states([warned], slurm)}\n{out[-2000:]}\n{err[-3000:]}"
+            )
+        assert sweeping.returncode != 0 and f"UncompletedJobError: Job {cancelled} " in err, out[-2000:] + err[-3000:]
+        jobs = [job_of(sweep, n) for n in range(4)]
+        assert len({job.split("_")[0] for job in jobs}) == 1  # one job array, tasks 0 to 3
+        states = wait_for_jobs(jobs, slurm, timeout=180)  # the others go on without the launcher
+        # submitit ends a job whose function raised as COMPLETED (the error is its pickled result)
+        assert [states[j] for j in jobs] == ["CANCELLED", "COMPLETED", "COMPLETED", "COMPLETED"], states
 
-    stopped, interrupted, uninterrupted, failed = (results(sweep / str(n)) for n in range(4))
-    assert interrupted["status"] == uninterrupted["status"] == "finished"
-    assert interrupted["cluster"] == {"environment": "SLURMEnvironment", "slurm_job": warned, "slurm_restarts": 1}
-    assert uninterrupted["cluster"]["slurm_restarts"] == 0 and interrupted["world_size"] == 2
-    log = (sweep / "1" / "train.log").read_text()
-    assert "Received SIGUSR2: checkpointing at the end of this step" in log and f"Requeued SLURM job {warned}" in log
-    assert log.count("Requeued SLURM job") == 1 and "A requeued SLURM job: resuming its run" in log
-    assert_same_run(sweep / "1", sweep / "2")  # bit-equal weights, the same metrics file and results
+        stopped, interrupted, uninterrupted, failed = (results(sweep / str(n)) for n in range(4))
+        assert interrupted["status"] == uninterrupted["status"] == "finished"
+        assert interrupted["cluster"] == {"environment": "SLURMEnvironment", "slurm_job": warned, "slurm_restarts": 1}
+        assert uninterrupted["cluster"]["slurm_restarts"] == 0 and interrupted["world_size"] == 2
+        log = (sweep / "1" / "train.log").read_text()
+        assert "Received SIGUSR2: checkpointing at the end of this step" in log
+        assert f"Requeued SLURM job {warned}" in log
+        assert log.count("Requeued SLURM job") == 1 and "A requeued SLURM job: resuming its run" in log
+        assert_same_run(sweep / "1", sweep / "2")  # bit-equal weights, the same metrics file and results
 
-    assert failed["status"] == "failed" and "planted error at step 3" in failed["error"]
-    assert stopped["status"] == "preempted" and f"resume={sweep / '0'}" in stopped["error"]
-    assert (sweep / "0" / "checkpoints" / "resume.ckpt").is_file()  # where a resume= continues
-    report_sweep(sweep)
-    text = (sweep / "report.md").read_text()
-    assert "failed" in text and "preempted" in text
+        assert failed["status"] == "failed" and "planted error at step 3" in failed["error"]
+        assert stopped["status"] == "preempted" and f"resume={sweep / '0'}" in stopped["error"]
+        assert (sweep / "0" / "checkpoints" / "resume.ckpt").is_file()  # where a resume= continues
+        report_sweep(sweep)
+        text = (sweep / "report.md").read_text()
+        assert "failed" in text and "preempted" in text
 
     stamps = [
         datetime.strptime(re.search(rf"^\[([^\]]+)\].*{what}", log, re.M).group(1), "%Y-%m-%d %H:%M:%S,%f")
