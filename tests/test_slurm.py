@@ -70,13 +70,19 @@ def job_logs(sweep: Path, num: int) -> str:
 
 
 @contextmanager
-def logs_on_failure(sweep: Path, *nums: int):
-    """On a failure inside, print sweep jobs ``nums``' logs (pytest shows them with the failure)."""
+def logs_on_failure(sweep: Path, env: dict[str, str], *nums: int):
+    """On a failure inside, print sweep jobs ``nums``' logs, what SLURM says of them, and the tail of
+    its daemons' logs (pytest shows them with the failure)."""
     try:
         yield
     except BaseException:
         for num in nums:
             print(job_logs(sweep, num))
+            job = [p.name for p in (sweep / ".submitit").glob(f"*_{num}")]
+            shown = subprocess.run(["scontrol", "show", "job", *job], env={**os.environ, **env}, capture_output=True)
+            print(f"== scontrol show job {job}\n{shown.stdout.decode(errors='replace')}")
+        for daemon in sorted(Path(env["SLURM_CONF"]).parent.glob("log/*.log")):
+            print(f"== {daemon}\n{daemon.read_text(errors='replace')[-8000:]}")
         raise
 
 
@@ -94,7 +100,8 @@ def test_a_sweep_on_slurm_requeues_a_warned_job_records_a_failed_and_a_cancelled
        the launcher, which collects the jobs' results in order, gives up at once, naming it;
     1. waits there for SLURM's warning, USR2 (what the launcher asks SLURM to send before a time
        limit), sent with ``scancel --signal=USR2`` mid-epoch: it checkpoints, requeues itself once
-       and resumes as ``SLURM_RESTART_COUNT`` 1, ending bit-equal to
+       and resumes as ``SLURM_RESTART_COUNT`` 1 (its record, ``.hydra/``, as it started), ending
+       bit-equal to
     2. the same run, uninterrupted;
     3. raises an error: the job ends, ``failed`` with the error in ``results.json``.
 
@@ -103,9 +110,10 @@ def test_a_sweep_on_slurm_requeues_a_warned_job_records_a_failed_and_a_cancelled
     started = time.monotonic()
     faults = ["+callbacks.fault._target_=planted.FaultAt", "+callbacks.fault.kind=pause,pause,none,raise"]
     sweeping = sweep_on_slurm(sweep, faults, slurm)
-    with logs_on_failure(sweep, 0, 1):
+    with logs_on_failure(sweep, slurm, 0, 1):
         wait_for(sweep / "1" / "paused", sweeping, timeout=150)
         warned = job_of(sweep, 1)
+        record = {f.name: f.stat().st_mtime_ns for f in (sweep / "1" / ".hydra").iterdir()}
         signalled = subprocess.run(
             ["scancel", "--signal=USR2", warned], env={**os.environ, **slurm}, capture_output=True, text=True
         )
@@ -138,6 +146,8 @@ def test_a_sweep_on_slurm_requeues_a_warned_job_records_a_failed_and_a_cancelled
         assert f"Requeued SLURM job {warned}" in log
         assert log.count("Requeued SLURM job") == 1 and "A requeued SLURM job: resuming its run" in log
         assert_same_run(sweep / "1", sweep / "2")  # bit-equal weights, the same metrics file and results
+        # The run's record (.hydra/) as the job started: its ranks did not rewrite it while resuming
+        assert {f.name: f.stat().st_mtime_ns for f in (sweep / "1" / ".hydra").iterdir()} == record
 
         assert failed["status"] == "failed" and "planted error at step 3" in failed["error"]
         assert stopped["status"] == "preempted" and f"resume={sweep / '0'}" in stopped["error"]

@@ -139,6 +139,26 @@ def write_job(sweep: Path, num: int, overrides: list[str], test_err1: float | No
     (job / "results.json").write_text(json.dumps(results))
 
 
+@pytest.mark.parametrize(
+    ("env", "recorded", "subdir"),
+    [
+        ({}, False, ".hydra"),  # a run, a sweep job, rank 0 of a SLURM job
+        ({"SLURM_PROCID": "1"}, False, None),  # its other tasks: rank 0 writes the record
+        ({"SLURM_RESTART_COUNT": "1"}, True, None),  # requeued: the record stays as the run started
+        ({"SLURM_RESTART_COUNT": "1"}, False, ".hydra"),  # requeued before it had one
+    ],
+)
+def test_only_rank_0_of_a_slurm_jobs_first_start_writes_the_runs_record(tmp_path, monkeypatch, env, recorded, subdir):
+    for key in ("SLURM_PROCID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if recorded:
+        (tmp_path / ".hydra").mkdir()
+        (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    assert compose_config([], tmp_path).hydra.output_subdir == subdir
+
+
 def test_report_numbers_equal_a_hand_computation(tmp_path):
     sweep = tmp_path / "sweep"
     paper, no_lrn = [0.10, 0.12, 0.14], [0.20, 0.22, 0.24]

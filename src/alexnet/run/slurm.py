@@ -16,6 +16,19 @@ def requeued(run: RunDir) -> bool:
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and run.resume_checkpoint.is_file()
 
 
+def record_subdir(output_dir: str) -> str | None:
+    """``hydra.output_subdir`` for this process: ``.hydra``, where Hydra writes the run's record (its
+    config, overrides and settings), or None where it must not. Every task of a SLURM job runs
+    Hydra's job (``hydra/launcher=slurm``, ``srun python src/train.py``): only rank 0 writes, and a
+    requeued job leaves the record as the run started it. Otherwise a requeued job's ranks rewrote
+    the files (truncated, then written) while the others read them to resume."""
+    if int(os.environ.get("SLURM_PROCID") or 0) > 0:
+        return None
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and RunDir(output_dir).config_file.is_file():
+        return None
+    return ".hydra"
+
+
 def slurm_run_dir(argv: list[str]) -> Path | None:
     """A SLURM batch job's run directory, ``<paths.log_dir>/runs/slurm-<job id>``; None outside a
     batch job, and in interactive allocations, where several runs share a job id."""
