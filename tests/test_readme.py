@@ -10,23 +10,18 @@ command; a README command missing from it fails :func:`test_every_readme_command
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sklearn.datasets import load_sample_images
 
-from conftest import ROOT, TESTS_ON_PATH
+from conftest import ROOT
 from helpers.columns import check_column_parallel_run
-from helpers.imagenet import prepare_shards, write_archives
 from helpers.readme import readme_commands
-from helpers.runs import assert_same_run
-from helpers.slurm import wait_for_jobs
 
 SHORT = ["debug=smoke", "model.width=0.25"]
 MAKE_SHORT = " ".join(SHORT)
@@ -38,7 +33,6 @@ class Plan:
     run: str | None = None  # the command line to run here ({python}, {log_dir}, {run}, {sweep} filled in)
     skip: str | None = None  # why it cannot run here
     note: str = ""  # how the command run differs from the README's, beyond shortening
-    batch: bool = False  # a batch job on the suite's SLURM cluster: ``run`` submits it (sbatch --parsable)
 
 
 def cpu(command: str) -> str:
@@ -46,15 +40,6 @@ def cpu(command: str) -> str:
 
 
 TRAIN = "{python} src/train.py"
-# The README's shard-reading SLURM job, shortened: generated shards (3 classes of 40-pixel squares,
-# 48 training images) read through litdata's object-storage path with a cache, 2 epochs of 6 steps
-# of a narrow CIFAR-stem network on 2 CPU tasks.
-SHARDS_JOB = (
-    "experiment=paper_imagenet data.format=shards data.shards=local:{shards}/shards data.cache_dir={srun_run}-cache "
-    "data.num_workers=1 trainer.devices=2 trainer.num_nodes=1 data.root={shards} data.num_classes=3 "
-    "data.resize=40 data.batch_size=8 model=cifar model.width=0.125 trainer.max_epochs=2 trainer.accelerator=cpu "
-    "callbacks.resume_checkpoint.every_n_steps=3"
-)
 MULTINODE = "two machines: tests/test_multinode.py runs this command on each of two nodes made of network namespaces"
 PLAN: dict[str, Plan] = {
     "make train": Plan(f'make train ARGS="{MAKE_SHORT} paths.log_dir={{log_dir}}"'),
@@ -88,16 +73,7 @@ PLAN: dict[str, Plan] = {
     "srun python src/train.py experiment=paper_imagenet data.format=shards data.shards=s3://bucket/imagenet/shards "
     "data.cache_dir=/local/scratch/alexnet-cache data.num_workers=10 trainer.devices=8 trainer.num_nodes=4 "
     "hydra.run.dir=outputs/runs/imagenet-4x8": Plan(
-        # A real time limit: SLURM sends the warning at its periodic check (every 30 s) once the time
-        # left is under the warning's delay plus 30 s, so 29 to 59 s after the job starts here.
-        "sbatch --parsable --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=1 --signal=USR1@1 "
-        f"--output={{srun_run}}.out --wrap='srun {TRAIN} {SHARDS_JOB} hydra.run.dir={{srun_run}} "
-        "+callbacks.fault._target_=planted.FaultAt +callbacks.fault.kind=pause +callbacks.fault.seconds=120'",
-        note="a batch job of 1 node × 2 CPU tasks on the suite's cluster, on generated shards through litdata's "
-        "local: path (its stand-in for s3://), with a 1-minute time limit and USR1 1 s before it: a planted pause "
-        "at step 3 holds the first attempt until SLURM's warning comes; it must requeue, resume, and end "
-        "bit-equal to the same run uninterrupted",
-        batch=True,
+        skip="tests/test_slurm.py runs this command as a batch job on the suite's SLURM cluster, with a real time limit"
     ),
     "torchrun --nnodes=2 --node-rank=0 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400 "
     "--rdzv-id=two-nodes src/train.py trainer.devices=2 trainer.num_nodes=2 hydra.run.dir=outputs/runs/two-nodes": Plan(
@@ -173,20 +149,10 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     return {
         "log_dir": root / "outputs",
         "sweep": root / "sweep",
-        "srun_run": root / "imagenet-1x2",
-        "shards": root / "imagenet",
     }
 
 
-def generate_shards(root: Path) -> None:
-    """ImageNet's archives, generated (3 classes, 16 training images each), prepared as shards."""
-    write_archives(root.parent / "archives", train_per_class=16, val_labels=(1, 2, 3) * 4)
-    prepare_shards(root.parent / "archives", root, side=40)
-
-
-def run_readme_command(
-    command: str, workspace: dict[str, Path], cluster: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
+def run_readme_command(command: str, workspace: dict[str, Path]) -> subprocess.CompletedProcess:
     plan = PLAN[command]
     if plan.skip:
         pytest.skip(plan.skip)
@@ -195,19 +161,15 @@ def run_readme_command(
         python=shlex.quote(sys.executable),
         log_dir=workspace["log_dir"],
         sweep=workspace["sweep"],
-        srun_run=workspace["srun_run"],
-        shards=workspace["shards"],
         best=best[0] if best else "<no run yet>",
         run=best[0].parent.parent if best else "<no run yet>",
         photos=Path(load_sample_images().filenames[0]).parent,
     )
-    if " src/train.py" in line and not plan.batch:
+    if " src/train.py" in line:
         line += f" {' '.join(SHORT)} paths.log_dir={workspace['log_dir']}"
     elif " src/predict.py" in line or " src/export.py" in line:
         line += f" paths.log_dir={workspace['log_dir']}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "COLUMNS": "120", **(cluster or {})}
-    if plan.batch:  # the job's processes find the planted fault
-        env.update(TESTS_ON_PATH)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "COLUMNS": "120"}
     try:
         result = subprocess.run(line, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as err:
@@ -220,12 +182,9 @@ def run_readme_command(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs(command, workspace, request):
+def test_readme_command_runs(command, workspace):
     before = set(workspace["log_dir"].glob("runs/*/*/results.json"))
-    cluster = request.getfixturevalue("slurm") if PLAN[command].batch else None
-    if PLAN[command].batch:
-        generate_shards(workspace["shards"])
-    result = run_readme_command(command, workspace, cluster)
+    result = run_readme_command(command, workspace)
     if command.startswith("python src/train.py") and "-m" not in command.split():
         (new,) = set(workspace["log_dir"].glob("runs/*/*/results.json")) - before  # one run, made by this command
         results = json.loads(new.read_text())
@@ -247,8 +206,6 @@ def test_readme_command_runs(command, workspace, request):
         check_two_process_sweep(workspace["sweep"], workspace["log_dir"])
         # A BatchNorm job on 2 CPU processes says once that it cannot sync.
         assert (result.stdout + result.stderr).count("BatchNorm statistics cannot be synchronised on CPU") == 1
-    if command.startswith("srun "):
-        check_time_limited_job(result.stdout.strip(), workspace, cluster)
     if command == "make sweep-demo-tuned":
         text = (workspace["log_dir"] / "tuned" / "report.md").read_text()
         assert "## Search: each configuration at its own best settings" in text
@@ -258,44 +215,6 @@ def test_readme_command_runs(command, workspace, request):
         text = (workspace["sweep"] / "report.md").read_text()
         assert "| norm=lrn (paper) | 1 |" in text and "| norm=batchnorm | 1 |" in text  # rows name the swept axis
         assert (workspace["sweep"] / "runs.csv").read_text().count("\n") == 3  # header + 2 jobs
-
-
-def check_time_limited_job(job: str, workspace: dict[str, Path], cluster: dict[str, str]) -> None:
-    """The shard-reading batch job, warned by its time limit mid-epoch: it checkpointed, requeued
-    itself, resumed as SLURM_RESTART_COUNT 1 (or more, if the next warning came before it finished)
-    and ended with the weights, metrics file and results of the same run uninterrupted."""
-    run = workspace["srun_run"]
-    # The same run uninterrupted, meanwhile: once the job idles at its pause until the warning comes
-    # (started earlier, it could slow the job's start past the warning)
-    deadline = time.monotonic() + 120
-    while not (run / "paused").exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    args = SHARDS_JOB.format(shards=workspace["shards"], srun_run=run.parent / "uninterrupted").split()
-    whole = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), *args, f"hydra.run.dir={run.parent / 'uninterrupted'}"],
-        cwd=run.parent,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"},
-        stdout=subprocess.DEVNULL,
-        stderr=open(run.parent / "uninterrupted.err", "w"),  # a file: a full pipe would stall the run
-    )
-    states = wait_for_jobs([job], cluster, timeout=240)
-    output = Path(f"{run}.out").read_text() if Path(f"{run}.out").is_file() else ""
-    assert states[job] == "COMPLETED", f"job {job}: {states[job]}\n{output[-3000:]}"
-    results = json.loads((run / "results.json").read_text())
-    assert results["status"] == "finished" and results["world_size"] == 2, results.get("error")
-    assert results["cluster"]["environment"] == "SLURMEnvironment" and results["cluster"]["slurm_job"] == job
-    assert results["cluster"]["slurm_restarts"] >= 1
-    log = (run / "train.log").read_text()
-    assert "Received SIGUSR1: checkpointing at the end of this step" in log and f"Requeued SLURM job {job}" in log
-    assert "A requeued SLURM job: resuming its run" in log
-    assert any(Path(f"{run}-cache").rglob("*.bin"))  # read through the cache
-    assert whole.wait(timeout=TIMEOUT) == 0, (run.parent / "uninterrupted.err").read_text()[-3000:]
-    assert_same_run(run.parent / "uninterrupted", run)
-    stamps = [
-        re.search(rf"^\[([^\]]+)\].*{what}", log, re.M).group(1)
-        for what in ("Received SIGUSR1", "Requeued SLURM job", "A requeued SLURM job")
-    ]
-    print(f"job {job}: {states[job]} after {results['cluster']['slurm_restarts']} restart(s); {stamps}")
 
 
 def check_two_process_sweep(sweep: Path, log_dir: Path) -> None:

@@ -1,6 +1,6 @@
-"""SLURM for real: the README's sweep through ``hydra/launcher=slurm`` (submitit), submitted to the
-one-node cluster that ``scripts/local_slurm.py`` starts for the suite (``conftest.py``; skipped where
-it cannot). The README's ``srun`` job runs in ``tests/test_readme.py``, against the same cluster."""
+"""SLURM for real: the README's sweep through ``hydra/launcher=slurm`` (submitit) and its shard-reading
+``srun`` job, submitted to the one-node cluster that ``scripts/local_slurm.py`` starts for the suite
+(``conftest.py``; skipped where it cannot, failed under ``ALEXNET_REQUIRE_CLUSTER=1``)."""
 
 import os
 import re
@@ -16,6 +16,7 @@ import pytest
 
 from alexnet.run.sweep import report_sweep
 from conftest import ROOT, TESTS_ON_PATH
+from helpers.imagenet import prepare_shards, write_archives
 from helpers.readme import readme_commands
 from helpers.runs import assert_same_run, results
 from helpers.slurm import job_states, wait_for_jobs
@@ -32,6 +33,32 @@ SWAP = {
 }
 assert set(SWAP) <= set(shlex.split(README_SWEEP)), "the README's SLURM sweep changed: update SWAP"
 SHORT = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu"]
+
+(README_SRUN,) = [command for command in readme_commands() if command.startswith("srun ")]
+# The shard-reading job on this machine: generated shards read through litdata's object-storage
+# path (local:, its stand-in for s3://) with a cache, 1 node of 2 CPU tasks with a loader worker each
+SRUN_SWAP = {
+    "python": sys.executable,
+    "src/train.py": str(ROOT / "src" / "train.py"),
+    "data.shards=s3://bucket/imagenet/shards": "data.shards=local:{root}/shards",
+    "data.cache_dir=/local/scratch/alexnet-cache": "data.cache_dir={run}-cache",
+    "data.num_workers=10": "data.num_workers=1",
+    "trainer.devices=8": "trainer.devices=2",
+    "trainer.num_nodes=4": "trainer.num_nodes=1",
+    "hydra.run.dir=outputs/runs/imagenet-4x8": "hydra.run.dir={run}",
+}
+assert set(SRUN_SWAP) <= set(shlex.split(README_SRUN)), "the README's srun job changed: update SRUN_SWAP"
+# 3 classes of 40-pixel squares (48 training images): 2 epochs of 6 steps of a narrow CIFAR-stem network
+SRUN_SHORT = (
+    "data.root={root} data.num_classes=3 data.resize=40 data.batch_size=8 model=cifar model.width=0.125 "
+    "trainer.max_epochs=2 trainer.accelerator=cpu callbacks.resume_checkpoint.every_n_steps=3"
+).split()
+
+
+def srun_job(root: Path, run: Path) -> list[str]:
+    """The README's srun job's command (``python src/train.py ...``), for this machine, run in ``run``."""
+    args = [SRUN_SWAP.get(arg, arg) for arg in shlex.split(README_SRUN)[1:]] + SRUN_SHORT
+    return [arg.format(root=root, run=run) for arg in args]
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
@@ -165,3 +192,61 @@ def test_a_sweep_on_slurm_requeues_a_warned_job_records_a_failed_and_a_cancelled
         f"{(stamps[1] - stamps[0]).total_seconds():.1f} s after the signal, resuming "
         f"{(stamps[2] - stamps[1]).total_seconds():.1f} s after that; states {states}"
     )
+
+
+@pytest.mark.slow
+def test_the_readmes_srun_job_warned_by_its_time_limit_requeues_and_resumes_exactly(slurm, tmp_path):
+    """The README's shard-reading ``srun`` job as a batch job with a real 1-minute time limit and
+    SLURM's warning (USR1) 1 s before it; a planted pause at step 3 holds the first attempt until the
+    warning comes. It checkpoints, requeues itself, resumes as ``SLURM_RESTART_COUNT`` 1 (or more, if
+    the next warning comes before it finishes) and ends with the weights, metrics file and results of
+    the same run uninterrupted."""
+    root, run = tmp_path / "imagenet", tmp_path / "imagenet-1x2"
+    write_archives(tmp_path / "archives", train_per_class=16, val_labels=(1, 2, 3) * 4)
+    prepare_shards(tmp_path / "archives", root, side=40)
+    pause = ["+callbacks.fault._target_=planted.FaultAt", "+callbacks.fault.kind=pause", "+callbacks.fault.seconds=120"]
+    # A real time limit: SLURM sends the warning at its periodic check (every 30 s) once the time
+    # left is under the warning's delay plus 30 s, so 29 to 59 s after the job starts here.
+    limits = ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=1", "--signal=USR1@1"]
+    wrap = shlex.join(["srun", *srun_job(root, run), *pause])
+    env = {**os.environ, **slurm, **TESTS_ON_PATH, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", *limits, f"--output={run}.out", f"--wrap={wrap}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    # The same run uninterrupted, meanwhile: once the job idles at its pause until the warning comes
+    # (started earlier, it could slow the job's start past the warning)
+    deadline = time.monotonic() + 120
+    while not (run / "paused").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    whole = subprocess.Popen(
+        srun_job(root, tmp_path / "uninterrupted"),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"},
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "uninterrupted.err", "w"),  # a file: a full pipe would stall the run
+    )
+    states = wait_for_jobs([job], slurm, timeout=240)
+    output = Path(f"{run}.out").read_text() if Path(f"{run}.out").is_file() else ""
+    assert states[job] == "COMPLETED", f"job {job}: {states[job]}\n{output[-3000:]}"
+    record = results(run)
+    assert record["status"] == "finished" and record["world_size"] == 2, record.get("error")
+    assert record["cluster"]["environment"] == "SLURMEnvironment" and record["cluster"]["slurm_job"] == job
+    assert record["cluster"]["slurm_restarts"] >= 1
+    log = (run / "train.log").read_text()
+    assert "Received SIGUSR1: checkpointing at the end of this step" in log and f"Requeued SLURM job {job}" in log
+    assert "A requeued SLURM job: resuming its run" in log
+    assert any(Path(f"{run}-cache").rglob("*.bin"))  # read through the cache
+    assert whole.wait(timeout=300) == 0, (tmp_path / "uninterrupted.err").read_text()[-3000:]
+    assert_same_run(tmp_path / "uninterrupted", run)
+    stamps = [
+        re.search(rf"^\[([^\]]+)\].*{what}", log, re.M).group(1)
+        for what in ("Received SIGUSR1", "Requeued SLURM job", "A requeued SLURM job")
+    ]
+    print(f"job {job}: {states[job]} after {record['cluster']['slurm_restarts']} restart(s); {stamps}")
