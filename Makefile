@@ -26,10 +26,11 @@ train: $(STAMP)  ## train the paper's switches on the embedded digits set (ARGS=
 	$(PY) src/train.py $(ARGS)
 
 # Test files run in parallel, one module per worker at a time (module fixtures are made once), on
-# up to TEST_WORKERS (default: the cores, at most 4: each test starts training processes of its own).
+# up to TEST_WORKERS (default: the cores, at most 4: each test starts training processes of its own),
+# in the order tests/conftest.py gives them (the cluster tests first).
 TEST_WORKERS ?= auto
 test: $(STAMP)  ## run the test suite (TEST_WORKERS=1: one process)
-	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope --no-loadscope-reorder $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -88,6 +88,26 @@ def pytest_unconfigure(config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+CLUSTER_FIXTURES = {"slurm", "two_nodes"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The modules of the cluster tests (those that take ``slurm`` or ``two_nodes``) first, the others
+    by their number of tests, most first, as pytest-xdist orders them by default (the Makefile turns
+    that off: ``--no-loadscope-reorder``). A cluster module holds one or two long tests that mostly
+    wait (on SLURM's scheduler and signals, a lost node): xdist's order ran them last, where they
+    made the run's tail; first, the other worker trains meanwhile."""
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def first(module: str) -> tuple[bool, int]:
+        cluster = any(CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())) for item in modules[module])
+        return not cluster, -len(modules[module])
+
+    items[:] = [item for module in sorted(modules, key=first) for item in modules[module]]
+
+
 @pytest.fixture
 def slurm() -> dict[str, str]:
     """The environment that reaches the cluster (``SLURM_CONF``, ``PATH`` with the sacct stand-in)."""
