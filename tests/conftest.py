@@ -94,9 +94,9 @@ CLUSTER_FIXTURES = {"slurm", "two_nodes"}
 def pytest_collection_modifyitems(config, items) -> None:
     """The modules of the cluster tests (those that take ``slurm`` or ``two_nodes``) first, the others
     by their number of tests, most first, as pytest-xdist orders them by default (the Makefile turns
-    that off: ``--no-loadscope-reorder``). A cluster module holds one or two long tests that mostly
+    that off: ``--no-loadscope-reorder``). A cluster module holds one or two long tests that partly
     wait (on SLURM's scheduler and signals, a lost node): xdist's order ran them last, where they
-    made the run's tail; first, the other worker trains meanwhile."""
+    made the run's tail; first, they start side by side on two workers and the rest follow."""
     modules: dict[str, list] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)

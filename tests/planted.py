@@ -10,6 +10,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from alexnet.training.slurm import slurm_restarts
+
 
 class PoisonWeightsAt(L.Callback):
     """For fault tests: fills conv1's weights with NaN before training step ``step``."""
@@ -112,7 +114,7 @@ class FaultAt(L.Callback):
             self._fault(trainer)
 
     def _fault(self, trainer) -> None:
-        if trainer.global_step != self.step or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        if trainer.global_step != self.step or slurm_restarts() > 0:
             return
         if self.kind == "raise":
             raise RuntimeError(f"planted error at step {self.step}")

@@ -17,12 +17,11 @@ import pytest
 from alexnet.run.sweep import report_sweep
 from conftest import ROOT, TESTS_ON_PATH
 from helpers.imagenet import prepare_shards, write_archives
-from helpers.readme import readme_commands
+from helpers.readme import readme_command
 from helpers.runs import assert_same_run, results
 from helpers.slurm import job_states, wait_for_jobs
 
-(README_SWEEP,) = [command for command in readme_commands() if "hydra/launcher=slurm" in command]
-# Its sweep and resources, for this machine: the jobs' faults are the sweep, 2 CPU tasks a job
+# The README's SLURM sweep for this machine: the jobs' faults are the sweep, 2 CPU tasks a job
 SWAP = {
     "python": sys.executable,
     "src/train.py": str(ROOT / "src" / "train.py"),
@@ -31,11 +30,9 @@ SWAP = {
     "trainer.devices=4": "trainer.devices=2",
     "hydra.launcher.partition=gpu": "hydra.launcher.partition=debug",
 }
-assert set(SWAP) <= set(shlex.split(README_SWEEP)), "the README's SLURM sweep changed: update SWAP"
 SHORT = ["debug=smoke", "model.width=0.25", "trainer.accelerator=cpu"]
 
-(README_SRUN,) = [command for command in readme_commands() if command.startswith("srun ")]
-# The shard-reading job on this machine: generated shards read through litdata's object-storage
+# The README's shard-reading srun job on this machine: generated shards read through litdata's object-storage
 # path (local:, its stand-in for s3://) with a cache, 1 node of 2 CPU tasks with a loader worker each
 SRUN_SWAP = {
     "python": sys.executable,
@@ -47,7 +44,6 @@ SRUN_SWAP = {
     "trainer.num_nodes=4": "trainer.num_nodes=1",
     "hydra.run.dir=outputs/runs/imagenet-4x8": "hydra.run.dir={run}",
 }
-assert set(SRUN_SWAP) <= set(shlex.split(README_SRUN)), "the README's srun job changed: update SRUN_SWAP"
 # 3 classes of 40-pixel squares (48 training images): 2 epochs of 6 steps of a narrow CIFAR-stem network
 SRUN_SHORT = (
     "data.root={root} data.num_classes=3 data.resize=40 data.batch_size=8 model=cifar model.width=0.125 "
@@ -57,7 +53,7 @@ SRUN_SHORT = (
 
 def srun_job(root: Path, run: Path) -> list[str]:
     """The README's srun job's command (``python src/train.py ...``), for this machine, run in ``run``."""
-    args = [SRUN_SWAP.get(arg, arg) for arg in shlex.split(README_SRUN)[1:]] + SRUN_SHORT
+    args = readme_command("srun python", SRUN_SWAP)[1:] + SRUN_SHORT  # without srun: the batch job adds it
     return [arg.format(root=root, run=run) for arg in args]
 
 
@@ -75,9 +71,8 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
 def sweep_on_slurm(sweep: Path, overrides: list[str], env: dict[str, str]) -> subprocess.Popen:
     """The README's sweep command (shortened, 2 CPU tasks a job, ``overrides`` as its sweep),
     started in the background."""
-    argv = [SWAP.get(arg, arg) for arg in shlex.split(README_SWEEP)]
     args = [
-        *[arg for arg in argv if arg is not None],
+        *readme_command("hydra/launcher=slurm", SWAP),
         *SHORT,
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=5",

@@ -9,6 +9,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from alexnet.run.layout import JOURNAL, RunDir
+from alexnet.training.slurm import slurm_restarts
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,4 @@ def _continues_in_place(sweeper: DictConfig) -> bool:
 
 def _continuing() -> bool:
     """A requeued SLURM job, or a process of rank > 0 (joining a run that rank 0 checked)."""
-    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 or any(
-        int(os.environ.get(key) or 0) > 0 for key in ("RANK", "LOCAL_RANK")
-    )
+    return slurm_restarts() > 0 or any(int(os.environ.get(key) or 0) > 0 for key in ("RANK", "LOCAL_RANK"))

@@ -40,7 +40,7 @@ from alexnet.run.slurm import requeued
 from alexnet.run.tracking import define_metrics, describe, finish_wandb, hyperparameters, job_type
 from alexnet.training.hangs import SignalWatchdog, failed_collective
 from alexnet.training.resume_checkpoint import ResumeCheckpoint
-from alexnet.training.slurm import note_slurm_signals, restore_signal_handlers, slurm_job_id
+from alexnet.training.slurm import note_slurm_signals, restore_signal_handlers, slurm_job_id, slurm_restarts
 from alexnet.training.stops import Diverged, TrialPruned
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Run:
         cluster = {  # where the processes ran: Lightning's cluster environment, the SLURM job and its restarts
             "environment": type(environment).__name__ if environment is not None else None,
             "slurm_job": slurm_job_id(),
-            "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
+            "slurm_restarts": slurm_restarts(),
         }
         history, test = self.dir.history()
         self.results = results_record(

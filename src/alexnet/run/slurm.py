@@ -6,14 +6,14 @@ import subprocess
 from pathlib import Path
 
 from alexnet.run.layout import RunDir
-from alexnet.training.slurm import slurm_job_id
+from alexnet.training.slurm import slurm_job_id, slurm_restarts
 
 
 def requeued(run: RunDir) -> bool:
     """Whether this is a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0: preempted, or requeued
     on SIGUSR1/SIGUSR2) whose run directory holds a resume checkpoint: a run started with ``src/train.py``
     as a batch job, or a sweep job of ``hydra/launcher=slurm``, whose directory Hydra fixes."""
-    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and run.resume_checkpoint.is_file()
+    return slurm_restarts() > 0 and run.resume_checkpoint.is_file()
 
 
 def record_subdir(output_dir: str) -> str | None:
@@ -24,7 +24,7 @@ def record_subdir(output_dir: str) -> str | None:
     the files (truncated, then written) while the others read them to resume."""
     if int(os.environ.get("SLURM_PROCID") or 0) > 0:
         return None
-    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and RunDir(output_dir).config_file.is_file():
+    if slurm_restarts() > 0 and RunDir(output_dir).config_file.is_file():
         return None
     return ".hydra"
 

@@ -58,6 +58,12 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
+def slurm_restarts() -> int:
+    """How often SLURM has restarted this job (``SLURM_RESTART_COUNT``: requeued or preempted); 0 for
+    its first start and outside SLURM."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
 def requeue_slurm_job() -> None:
     """``scontrol requeue`` this SLURM job (an array task included); the requeued job resumes in
     the same run directory (see :func:`alexnet.run.slurm.slurm_run_dir`)."""
